@@ -1,0 +1,29 @@
+"""cms_jax: Canonical Saliency Maps (John, Balasubramanian, Jawahar) in JAX/Flax.
+
+Public entry points (stable names):
+  occlusion_drops(score_fn, image, vertices_xy, ...)  -> per-vertex drops, Eqs. 1-3
+  canonical_map(values, canon_xy, canvas_hw, patch_size) -> CIS/CMS map, Eqs. 4-5
+Subpackages: ``cms_jax.align`` (MediaPipe alignment, canonical face),
+``cms_jax.models`` (Flax VGG-Face, Keras/ONNX face models, black boxes),
+``cms_jax.baselines`` and ``cms_jax.metrics`` (Eqs. 7-11), ``cms_jax.pipeline``
+(the streaming, resumable CMS job behind ``experiments/cms.py``).
+Names are imported lazily so ``import cms_jax`` stays cheap.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "occlusion_drops": "cms_jax._engine_api",
+    "canonical_map": "cms_jax._engine_api",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cms_jax' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
