@@ -1,0 +1,163 @@
+"""Aligning many files (M_I for every image): worker processes and a disk cache.
+
+MediaPipe is CPU-bound and single-threaded per graph, so throughput comes from
+one FaceLandmarker per worker process (created once by the pool initializer).
+Each file's outcome is cached by content and landmarker hash (cache.py), so a
+second run over the same files makes no MediaPipe call
+(``stats['detect_calls'] == 0``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import pathlib
+import time
+
+import numpy as np
+
+from cms_jax.align import images
+from cms_jax.align.cache import cache_key, entry_path, model_hash, read_entry, write_entry
+from cms_jax.align.landmarker import Face, Landmarker
+
+NO_FACE = "no face"
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignResult:
+    """The outcome for one file: a face, or the reason there is none.
+
+    Attributes:
+      path: the input path as given.
+      face: the (largest) face, or None.
+      reason: None when aligned; else an ``images`` reason or ``"no face"``.
+      notes: conversions made and events worth reporting (e.g. several faces).
+      image_hw: (H, W) of the decoded image, when it decoded.
+      from_cache: True when read from the disk cache (no MediaPipe call).
+    """
+    path: str
+    face: Face | None
+    reason: str | None
+    notes: tuple[str, ...] = ()
+    image_hw: tuple[int, int] | None = None
+    from_cache: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.face is not None
+
+
+def align_bytes(lm: Landmarker, name: str, data: bytes) -> dict:
+    """Decodes and aligns one file's bytes; never raises for bad input.
+
+    Returns:
+      A plain dict (picklable, cacheable): ``reason`` (None when aligned),
+      ``notes``, ``called`` (1 if MediaPipe ran), and when decoded ``hw``;
+      when aligned ``xy``, ``z``, ``matrix``, ``box``, ``num_faces``.
+    """
+    try:
+        rgb, notes = images.load_image_bytes(data, name)
+    except images.ImageError as e:
+        return {"reason": e.reason, "notes": (e.detail,) if e.detail else (), "called": 0}
+    face = lm.detect(rgb)
+    out = {"reason": None if face else NO_FACE, "notes": notes, "hw": rgb.shape[:2], "called": 1}
+    if face is not None:
+        out.update(xy=face.xy, z=face.z, matrix=face.matrix, box=face.box, num_faces=face.num_faces)
+        if face.num_faces > 1:
+            out["notes"] = notes + (f"several faces ({face.num_faces}): took the largest",)
+    return out
+
+
+_WORKER_LM: Landmarker | None = None
+
+
+def _worker_init(model_path: str, num_faces: int) -> None:
+    global _WORKER_LM
+    _WORKER_LM = Landmarker(model_path, num_faces=num_faces)
+    # Pool workers leave through os._exit: close the graph in multiprocessing's
+    # own exit hook rather than relying on interpreter shutdown.
+    multiprocessing.util.Finalize(None, _WORKER_LM.close, exitpriority=10)
+
+
+def _worker_run(item: tuple[int, str, bytes]) -> tuple[int, dict]:
+    i, name, data = item
+    return i, align_bytes(_WORKER_LM, name, data)
+
+
+def _to_result(path: str, d: dict, from_cache: bool) -> AlignResult:
+    face = None
+    if d.get("reason") is None:
+        face = Face(xy=np.asarray(d["xy"], np.float32), z=np.asarray(d["z"], np.float32),
+                    matrix=np.asarray(d["matrix"], np.float32), num_faces=int(d["num_faces"]),
+                    box=np.asarray(d["box"], np.float32))
+    hw = tuple(int(v) for v in d["hw"]) if d.get("hw") is not None else None
+    return AlignResult(path=path, face=face, reason=d.get("reason"),
+                       notes=tuple(str(n) for n in d.get("notes", ())),
+                       image_hw=hw, from_cache=from_cache)
+
+
+def align_files(paths, workers: int = 2, cache_dir=None, num_faces: int = 4,
+                model_path=None, stats: dict | None = None,
+                start_method: str = "spawn") -> list[AlignResult]:
+    """Aligns a list of image files, in order; every file gets a result.
+
+    Args:
+      paths: image file paths.
+      workers: worker processes; 0 or 1 aligns in this process.
+      cache_dir: folder of the disk cache; None disables it.
+      num_faces: faces MediaPipe looks for (the largest is kept).
+      model_path: the ``face_landmarker.task`` bundle; default: the asset.
+      stats: optional dict, filled with ``files``, ``aligned``, ``cache_hits``,
+        ``detect_calls`` (MediaPipe calls made) and ``seconds``.
+      start_method: multiprocessing start method; ``spawn`` is safe when the
+        parent already runs JAX threads.
+
+    Returns:
+      One ``AlignResult`` per path, in the order given.
+    """
+    t0 = time.perf_counter()
+    from cms_jax.align._assets import resolve
+    model_path = str(model_path or resolve("face_landmarker"))
+    paths = [str(p) for p in paths]
+    cache = pathlib.Path(cache_dir) if cache_dir is not None else None
+    msha = model_hash(model_path) if cache is not None else ""
+    results: list[AlignResult | None] = [None] * len(paths)
+    todo, keys, hits = [], {}, 0
+    for i, p in enumerate(paths):
+        try:
+            data = images.read_bytes(p)
+        except images.ImageError as e:
+            results[i] = AlignResult(p, None, e.reason, (e.detail,))
+            continue
+        if cache is not None:
+            keys[i] = cache_key(data, msha, num_faces)
+            d = read_entry(entry_path(cache, keys[i]))
+            if d is not None:
+                results[i], hits = _to_result(p, d, True), hits + 1
+                continue
+        todo.append((i, p, data))
+
+    calls = 0
+    if todo:
+        if workers <= 1 or len(todo) < 2 * workers:
+            with Landmarker(model_path, num_faces=num_faces) as lm:
+                outs = [(i, align_bytes(lm, p, data)) for i, p, data in todo]
+        else:
+            ctx = multiprocessing.get_context(start_method)
+            chunk = max(1, min(32, len(todo) // (4 * workers)))
+            with ctx.Pool(workers, _worker_init, (model_path, num_faces)) as pool:
+                outs = list(pool.imap_unordered(_worker_run, todo, chunksize=chunk))
+                pool.close()
+                pool.join()
+        for i, d in outs:
+            calls += d.pop("called")
+            results[i] = _to_result(paths[i], d, False)
+            if cache is not None and d.get("reason") != images.UNREADABLE:
+                write_entry(entry_path(cache, keys[i]), d)
+    if stats is not None:
+        stats.update(files=len(paths), aligned=sum(r.ok for r in results), cache_hits=hits,
+                     detect_calls=calls, seconds=time.perf_counter() - t0)
+    return results
+
+
+# Names used by cms_jax.pipeline.prepare before cache.py existed.
+_align_one, _cache_file, _cache_read, _cache_write = align_bytes, entry_path, read_entry, write_entry

@@ -1,0 +1,166 @@
+"""Occlusion scoring, Eqs. 1-3 of the paper (Algorithm 1, lines 6-7 and 10).
+
+For a vertex at (x, y) (x = column, y = row, pixels of the model input) the
+occluded square is the official code's
+``x1 = max(0, floor(x - sz/2)); x2 = min(x1 + sz, W)`` (the same for y) and
+those pixels are set to ``fill`` (0 in the model's normalised input), i.e.
+``I ⊙ B_{x,y}`` of Eqs. 2-3.  The drop of Eq. 1 is
+``S_v = phi(I, c) - phi(I_v, c)`` with ``phi`` either the softmax probability
+(the paper's text) or the raw logit (the official code).
+
+Square bounds are computed on the host in float64 so that ``floor`` agrees
+bit-for-bit with the official Python code; the masks themselves are built on
+the device with ``jax.vmap`` inside jit (never materialised on the host).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCORES = ("prob", "logit")
+
+
+def default_patch_size(input_h: int) -> int:
+    """Occlusion square side for a model input of height ``input_h``.
+
+    The paper uses 15 px at 224 px; the side scales with the input (about 4 px
+    at 64 px) so the square covers the same fraction of the face.
+
+    Args:
+        input_h: model input height in pixels.
+
+    Returns:
+        The side in pixels, at least 1.
+    """
+    if input_h <= 0:
+        raise ValueError(f"default_patch_size: input_h must be positive, got {input_h}")
+    return max(1, int(round(15 * input_h / 224)))
+
+
+def square_bounds(xy: np.ndarray, size: float, hw: tuple[int, int]) -> np.ndarray:
+    """Official-code square around each point, clipped to the image.
+
+    ``x1 = max(0, floor(x - size/2)); x2 = min(floor(x1 + size), W)`` and the
+    same for y with H.  For an integer ``size`` this is the occlusion square
+    (Eqs. 2-3); for the canonical side ``f = sz * H_F / H_I`` it is the splat
+    square of Eq. 4.  A square whose ``x1 >= x2`` is empty.
+
+    Args:
+        xy: (V, 2) positions, column 0 = x (column), column 1 = y (row).
+        size: square side in pixels (> 0).
+        hw: (H, W) of the image or canvas.
+
+    Returns:
+        (V, 4) int32 array of ``(x1, x2, y1, y2)``, half-open.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"square_bounds: xy must have shape (V, 2), got {xy.shape}")
+    if not size > 0:
+        raise ValueError(f"square_bounds: size must be > 0, got {size}")
+    h, w = int(hw[0]), int(hw[1])
+    finite = np.isfinite(xy).all(axis=1)
+    xy = np.where(finite[:, None], xy, -1e9)  # non-finite -> empty square, checked by callers
+    x1 = np.maximum(0.0, np.floor(xy[:, 0] - size / 2))
+    y1 = np.maximum(0.0, np.floor(xy[:, 1] - size / 2))
+    x2 = np.minimum(np.floor(x1 + size), w)
+    y2 = np.minimum(np.floor(y1 + size), h)
+    # Squares starting past the edge are empty; clip so int32 cannot overflow.
+    x1, y1 = np.minimum(x1, w), np.minimum(y1, h)
+    out = np.stack([x1, x2, y1, y2], axis=1).astype(np.int32)
+    out[~finite] = 0
+    return out
+
+
+def box_mask(box: jax.Array, hw: tuple[int, int]) -> jax.Array:
+    """(H, W) bool mask, True inside the half-open box ``(x1, x2, y1, y2)``."""
+    rows = jnp.arange(hw[0], dtype=jnp.int32)[:, None]
+    cols = jnp.arange(hw[1], dtype=jnp.int32)[None, :]
+    return ((cols >= box[0]) & (cols < box[1]) & (rows >= box[2]) & (rows < box[3]))
+
+
+def occlude(image: jax.Array, box: jax.Array, fill: jax.Array | float = 0.0) -> jax.Array:
+    """``I ⊙ B`` of Eqs. 2-3: the pixels of ``box`` set to ``fill`` in every channel.
+
+    Args:
+        image: (H, W, C) model input.
+        box: (4,) int32 ``(x1, x2, y1, y2)`` from :func:`square_bounds`.
+        fill: value written into the square.
+
+    Returns:
+        The occluded (H, W, C) image.
+    """
+    mask = box_mask(box, image.shape[:2])
+    return jnp.where(mask[:, :, None], jnp.asarray(fill, image.dtype), image)
+
+
+# One occluded copy per (image, box) pair, built inside whatever jit calls it.
+occlude_batch = jax.vmap(occlude, in_axes=(0, 0, None))
+
+
+def score_mode(score: str, outputs_are_probs: bool = False, output: str = "classes") -> str:
+    """How raw model outputs become the confidence phi of Eq. 1.
+
+    Args:
+        score: 'prob' (softmax probability, the paper's text) or 'logit' (the
+            raw value of the class, the official code).
+        outputs_are_probs: the model already ends in a softmax; its raw value
+            is then the probability and no second softmax is applied.
+        output: the model's output kind; regression and embedding outputs have
+            no classes to normalise over, so their raw values are used.
+
+    Returns:
+        'softmax' or 'raw'.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if score == "logit" or outputs_are_probs or output != "classes":
+        return "raw"
+    return "softmax"
+
+
+def confidences(scores: jax.Array, mode: str) -> jax.Array:
+    """Maps (B, K) model outputs to per-class confidences under ``mode``.
+
+    A single-output classifier under 'softmax' uses the sigmoid, since a
+    softmax over one logit is constantly 1.
+    """
+    scores = scores.astype(jnp.float32)
+    if mode == "raw":
+        return scores
+    if scores.shape[-1] == 1:
+        return jax.nn.sigmoid(scores)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def target_confidence(conf: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """phi(I, c) for each row, with c the predicted class where ``target < 0``.
+
+    Args:
+        conf: (B, K) confidences from :func:`confidences`.
+        target: (B,) int32 class index, or -1 for "the predicted class".
+
+    Returns:
+        ``(phi, c)``: (B,) float32 confidences and (B,) int32 classes used.
+    """
+    pred = jnp.argmax(conf, axis=-1).astype(jnp.int32)
+    cls = jnp.where(target < 0, pred, target).astype(jnp.int32)
+    phi = jnp.take_along_axis(conf, cls[:, None], axis=-1)[:, 0]
+    return phi, cls
+
+
+def drops_from_confidences(clean: np.ndarray, occluded: np.ndarray) -> np.ndarray:
+    """Eq. 1: ``S_v = phi(I, c) - phi(I_v, c)`` in float32."""
+    return (np.asarray(clean, np.float32) - np.asarray(occluded, np.float32)).astype(np.float32)
+
+
+def check_patch_size(patch_size: int | None, input_h: int) -> int:
+    """Validates an occlusion side (default :func:`default_patch_size`)."""
+    if patch_size is None:
+        return default_patch_size(input_h)
+    if not float(patch_size).is_integer() or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer number of pixels, got {patch_size}")
+    return int(math.floor(patch_size))

@@ -1,0 +1,81 @@
+"""The configuration of one CMS run, and its fingerprint for safe resumption.
+
+A run is defined by what changes its numbers: the model, the image list, the
+occlusion (patch side, fill, score), the mesh density, visibility and the
+canonical canvas. Two runs with the same fingerprint add up to the same CMS,
+so a checkpoint may only be resumed by a run whose fingerprint matches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result (Algorithm 1 inputs and Eq. 6 reduction).
+
+    Attributes:
+      model: built-in model name or a path (HDF5, ONNX, Orbax dir with a model card).
+      images: a folder, a glob, a text file with one path per line, or comma-separated paths.
+      max_images: keep the first N images of the sorted list (0 = all).
+      patch_size: occluding square side in model-input pixels (0 = 15 px at 224, scaled).
+      score: 'prob' (softmax of the target class, the paper's text) or 'logit' (official code).
+      fill: value written into the occluded square, in the model's normalised input.
+      subdivision: triangle subdivision level of the MediaPipe mesh (0 = 468 vertices).
+      visibility: leave out vertices on triangles facing away from the camera.
+      canvas: side of the square canonical canvas in pixels.
+      reduce: 'mean' (Eq. 6) or 'sum' (the official code).
+      batch_size: work items (image, vertex) per device batch, over all devices.
+      label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name.
+    """
+
+    model: str = "gender"
+    images: str = ""
+    max_images: int = 0
+    patch_size: int = 0
+    score: str = "prob"
+    fill: float = 0.0
+    subdivision: int = 0
+    visibility: bool = True
+    canvas: int = 256
+    reduce: str = "mean"
+    batch_size: int = 1024
+    label_from: str = ""
+
+    # Fields that only change speed or bookkeeping, never the numbers.
+    _NOT_IN_FINGERPRINT = ("batch_size",)
+
+    def validate(self) -> None:
+        if self.score not in ("prob", "logit"):
+            raise ValueError(f"score must be 'prob' or 'logit', got {self.score!r}")
+        if self.reduce not in ("mean", "sum"):
+            raise ValueError(f"reduce must be 'mean' or 'sum', got {self.reduce!r}")
+        if self.patch_size < 0 or self.canvas < 16 or self.subdivision < 0 or self.max_images < 0:
+            raise ValueError(f"bad sizes in {self}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.label_from not in ("", "utkface_gender"):
+            raise ValueError(f"label_from must be '' or 'utkface_gender', got {self.label_from!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint_fields(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def differences(self, saved: dict) -> list[str]:
+        """Flags whose value differs from a checkpoint's saved config, as 'name: saved -> now'."""
+        now = self.fingerprint_fields()
+        out = []
+        for k in sorted(set(now) | set(saved)):
+            if k in self._NOT_IN_FINGERPRINT:
+                continue
+            if now.get(k) != saved.get(k):
+                out.append(f"{k}: {saved.get(k)!r} (checkpoint) -> {now.get(k)!r} (now)")
+        return out

@@ -1,0 +1,88 @@
+"""What a run leaves behind: cms.npy, cms.png, drops.npz, summary.json (and shards on the way).
+
+``drops.npz`` holds the per-image vertex drops (the canonical representation
+of each CIS) with the file names, so the CMS of any subset or group can be
+formed later without rescoring.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from cms_jax import viz
+
+
+def _atomic_savez(path: str, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def write_part(path: str, result) -> None:
+    """One chunk's drops, written atomically (a torn shard is never read)."""
+    _atomic_savez(path, files=np.asarray(result.files, dtype=str), drops=result.drops.astype(np.float32),
+                  valid=result.valid, targets=result.targets.astype(np.int32),
+                  clean=result.clean.astype(np.float32))
+
+
+def read_parts(paths: list[str]) -> dict[str, np.ndarray]:
+    """Concatenate drop shards in the order given."""
+    keys = ("files", "drops", "valid", "targets", "clean")
+    cols = {k: [] for k in keys}
+    for p in paths:
+        with np.load(p) as z:
+            for k in keys:
+                cols[k].append(z[k])
+    if not paths:
+        return {"files": np.zeros(0, str), "drops": np.zeros((0, 0), np.float32),
+                "valid": np.zeros((0, 0), bool), "targets": np.zeros(0, np.int32),
+                "clean": np.zeros(0, np.float32)}
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> dict:
+    images_done = scorer.count
+    return {
+        "model": cfg.model,
+        "model_input": list(scorer.model.input_size),
+        "crop_policy": scorer.model.crop_policy,
+        "patch_size": int(scorer.patch),
+        "canonical_patch_size": float(scorer.f),
+        "score": cfg.score,
+        "reduce": cfg.reduce,
+        "vertices": scorer.num_vertices,
+        "subdivision": cfg.subdivision,
+        "visibility": cfg.visibility,
+        "canvas": list(scorer.canon.canvas_hw),
+        "images_total": int(total),
+        "images_done": images_done,
+        "images_skipped": skipped,
+        "seconds": round(float(seconds), 3),
+        "faces_per_second": round(images_done / seconds, 3) if seconds > 0 else 0.0,
+        "config": cfg.to_dict(),
+        "fingerprint": cfg.fingerprint(),
+    }
+
+
+def render_cms(cms: np.ndarray, canon, count_mask: np.ndarray | None = None) -> np.ndarray:
+    """The CMS over the canonical face's display image, jet colours, red high."""
+    mask = count_mask if count_mask is not None else np.ones_like(cms, bool)
+    return viz.overlay(canon.image, cms, mask)
+
+
+def write_final(out_dir: str, scorer, part_paths: list[str], summary_: dict) -> dict:
+    """Write cms.npy, cms.png, drops.npz and summary.json into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    cms = scorer.cms().astype(np.float32)
+    np.save(os.path.join(out_dir, "cms.npy"), cms)
+    viz.save_png(os.path.join(out_dir, "cms.png"), render_cms(cms, scorer.canon, scorer.coverage()))
+    d = read_parts(part_paths)
+    _atomic_savez(os.path.join(out_dir, "drops.npz"), canon_xy=scorer.canon.vertices.astype(np.float32),
+                  canonical_patch_size=np.float32(scorer.f), **d)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary_, f, indent=2)
+    return summary_

@@ -1,0 +1,164 @@
+"""Device side of the job: per-vertex drops (Eqs. 1-3), CIS maps (Eqs. 4-5), CMS sum (Eq. 6).
+
+`Scorer` owns the model, the canonical face and the occlusion engine of a
+run. It turns a chunk of prepared crops into per-vertex drop vectors (the
+canonical representation of each CIS), renders each CIS on the canonical
+face, and adds it to the accumulator state (sum of maps and count; the CMS is
+their mean, or their sum as in the official code).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from cms_jax import models
+from cms_jax.accumulate import CMSAccumulator
+from cms_jax.align.canonical import CanonicalFace
+from cms_jax.align.visibility import visible_vertices
+from cms_jax.engine import OcclusionEngine
+from cms_jax.occlusion import default_patch_size
+from cms_jax.projection import splat
+from cms_jax import sharding
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """Drops of the images of one chunk that were scored."""
+
+    files: list[str]
+    drops: np.ndarray    # float32 (n, V)
+    valid: np.ndarray    # bool (n, V)
+    targets: np.ndarray  # int32 (n,)
+    clean: np.ndarray    # float32 (n,) confidence of the unoccluded image
+
+
+def canonical_patch_size(cfg_patch: int, model, canon) -> float:
+    """Side f of the square splatted on the canonical face (Algorithm 1, line 4).
+
+    The paper uses f = sz * H_F / H_I, which assumes the face fills the input
+    as it fills the canvas (true for its whole-image CelebA inputs). With a
+    crop policy that adds context, the face fills 1 / (1 + margin) of the
+    input, so the same facial area is f = sz * H_face_canvas / H_face_input.
+    """
+    h_in = model.input_size[0]
+    sz = cfg_patch or default_patch_size(h_in)
+    face_canvas = float(np.ptp(canon.vertices[:, 1]))
+    if model.crop_policy == "whole":
+        return sz * canon.canvas_hw[0] / h_in
+    face_input = h_in / (1.0 + model.crop_margin)
+    return sz * face_canvas / face_input
+
+
+class Scorer:
+    """The model, canonical face, engine and CMS accumulator of one run."""
+
+    def __init__(self, cfg, model=None, canon=None, devices=None):
+        self.cfg = cfg
+        self.model = model or models.load(cfg.model)
+        self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
+        self.patch = cfg.patch_size or default_patch_size(self.model.input_size[0])
+        self.f = canonical_patch_size(cfg.patch_size, self.model, self.canon)
+        mesh = sharding.data_mesh(devices if devices is not None else jax.local_devices())
+        self.engine = OcclusionEngine(self.model, score=cfg.score, batch_size=cfg.batch_size,
+                                      images_per_group=16, mesh=mesh)
+        self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce)
+        self.acc_state = self.acc.empty_state()
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.canon.vertices.shape[0])
+
+    @property
+    def count(self) -> int:
+        """Images accumulated so far."""
+        return int(self.acc_state["count"])
+
+    def state(self, next_index: int) -> dict:
+        """Checkpointable state: the accumulator's sum and count, and the position in the image order."""
+        return {**self.acc_state, "next_index": np.asarray(next_index, np.int64)}
+
+    def load_state(self, state: dict) -> int:
+        """Restore the accumulator from `state`; returns its ``next_index``."""
+        self.acc_state = {"sum": np.asarray(state["sum"], np.float64),
+                          "count": np.asarray(state["count"], np.int64)}
+        return int(state["next_index"])
+
+    def merge_state(self, state: dict) -> None:
+        """Add another process's accumulator state (sums and counts add exactly)."""
+        self.acc_state = self.acc.merge(self.acc_state, {k: state[k] for k in ("sum", "count")})
+
+    def coverage(self) -> np.ndarray:
+        """bool (H_F, W_F): canvas pixels some vertex square reaches (N > 0 in Eq. 5)."""
+        ones = np.ones(self.num_vertices, np.float32)
+        return splat(ones, self.canon.vertices, self.canon.canvas_hw, self.f)[1] > 0
+
+    def vertices(self, xy468: np.ndarray, z468: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crop-space positions of the canonical face's vertices (subdivided like it) and their validity.
+
+        A vertex is valid when it faces the camera (if ``cfg.visibility``) and lies inside the crop.
+        """
+        xy = np.asarray(self.canon.expand(xy468), np.float32)
+        if self.cfg.visibility:
+            z = np.asarray(self.canon.expand(z468), np.float32)
+            valid = visible_vertices(xy, self.canon.triangles, z)
+        else:
+            valid = np.ones(len(xy), bool)
+        h, w = self.model.input_size
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        return xy, valid & inside
+
+    def score(self, prepared, labels) -> tuple[ChunkResult | None, list[dict]]:
+        """Drops for a chunk of prepared crops; images that fail are returned with reasons."""
+        xs, xys, valids, files, tg = [], [], [], [], []
+        failed = []
+        for p, label in zip(prepared, labels):
+            xy, valid = self.vertices(p.xy, p.z)
+            if not valid.any():
+                failed.append({"file": p.path, "reason": "no visible vertex inside the crop"})
+                continue
+            xs.append(p.crop)
+            xys.append(xy)
+            valids.append(valid)
+            files.append(p.path)
+            tg.append(label)
+        if not files:
+            return None, failed
+        x = self.model.preprocess(np.stack(xs))
+        targets = None if all(t is None for t in tg) else np.asarray(
+            [t if t is not None else -1 for t in tg], np.int32)
+        if targets is not None and (targets < 0).any():
+            raise ValueError("labels must be given for every image of a run or for none")
+        try:
+            res = self.engine.run(x, np.stack(xys), valid=np.stack(valids), targets=targets,
+                                  patch_size=self.patch, fill=self.cfg.fill)
+        except Exception as e:  # never lose the run to one chunk: retry image by image
+            if len(files) == 1:
+                return None, failed + [{"file": files[0], "reason": f"scoring failed: {e}"}]
+            results = [self.score([p], [l]) for p, l in zip(
+                [q for q in prepared if q.path in files], [l for q, l in zip(prepared, labels) if q.path in files])]
+            ok = [r for r, _ in results if r is not None]
+            failed += [f for _, fs in results for f in fs]
+            if not ok:
+                return None, failed
+            return ChunkResult(sum((r.files for r in ok), []), np.concatenate([r.drops for r in ok]),
+                               np.concatenate([r.valid for r in ok]), np.concatenate([r.targets for r in ok]),
+                               np.concatenate([r.clean for r in ok])), failed
+        finite = np.isfinite(res.drops).all(axis=1) & np.isfinite(res.clean)
+        for i in np.nonzero(~finite)[0]:
+            failed.append({"file": files[i], "reason": "model returned non-finite scores"})
+        keep = np.nonzero(finite)[0]
+        if keep.size == 0:
+            return None, failed
+        return ChunkResult([files[i] for i in keep], res.drops[keep], res.valid[keep],
+                           res.targets[keep], res.clean[keep]), failed
+
+    def accumulate(self, result: ChunkResult) -> None:
+        """Add the chunk's CIS maps (Eqs. 4-5) to the CMS sum (Eq. 6)."""
+        self.acc_state = self.acc.add_drops(self.acc_state, result.drops, result.valid,
+                                            self.canon.vertices, self.f)
+
+    def cms(self) -> np.ndarray:
+        """The CMS so far (Eq. 6: mean of the CIS maps, or their sum)."""
+        return self.acc.result(self.acc_state)

@@ -1,0 +1,91 @@
+"""Where the saliency lies: the share of a canonical map on each facial region.
+
+Regions are drawn on the canonical face from MediaPipe's landmark groups
+(``FaceLandmarksConnections``: eyes, eyebrows, nose, lips, face oval) at the
+canonical positions of those landmarks: the convex hull of each group,
+widened a little for eyes (lids and corners) and mouth, the forehead as the
+face above the eyebrows, and jaw-and-cheeks as the rest of the face oval.
+A pixel belongs to the first region that claims it in ``REGIONS`` order.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+REGIONS = ("eyes", "eyebrows", "nose", "mouth", "forehead", "jaw_and_cheeks", "outside_face")
+
+_WIDEN = {"eyes": 1.45, "eyebrows": 1.25, "nose": 1.0, "mouth": 1.2}
+
+
+def _indices(name: str) -> np.ndarray:
+    from mediapipe.tasks.python import vision
+    conns = getattr(vision.FaceLandmarksConnections, name)
+    return np.unique([i for c in conns for i in (c.start, c.end)])
+
+
+def _groups() -> dict[str, list[np.ndarray]]:
+    return {
+        "eyes": [_indices("FACE_LANDMARKS_LEFT_EYE"), _indices("FACE_LANDMARKS_RIGHT_EYE")],
+        "eyebrows": [_indices("FACE_LANDMARKS_LEFT_EYEBROW"), _indices("FACE_LANDMARKS_RIGHT_EYEBROW")],
+        "nose": [_indices("FACE_LANDMARKS_NOSE")],
+        "mouth": [_indices("FACE_LANDMARKS_LIPS")],
+        "oval": [_indices("FACE_LANDMARKS_FACE_OVAL")],
+    }
+
+
+def _hull_mask(points: np.ndarray, hw: tuple[int, int], widen: float = 1.0) -> np.ndarray:
+    c = points.mean(axis=0)
+    pts = c + (points - c) * widen
+    hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))  # 4 fractional bits
+    mask = np.zeros(hw, np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def region_masks(landmarks_xy: np.ndarray, canvas_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Disjoint bool masks (H, W), one per name in ``REGIONS``, covering the canvas.
+
+    Args:
+      landmarks_xy: (468, 2) canonical positions of the MediaPipe mesh landmarks.
+      canvas_hw: (H, W) of the canonical canvas.
+    """
+    xy = np.asarray(landmarks_xy, np.float64)[:468]
+    if xy.shape != (468, 2):
+        raise ValueError(f"landmarks_xy must hold the 468 MediaPipe landmarks, got {np.shape(landmarks_xy)}")
+    g = _groups()
+    claimed = np.zeros(canvas_hw, bool)
+    out = {}
+    for name in ("eyes", "eyebrows", "nose", "mouth"):
+        m = np.zeros(canvas_hw, bool)
+        for idx in g[name]:
+            m |= _hull_mask(xy[idx], canvas_hw, _WIDEN[name])
+        out[name] = m & ~claimed
+        claimed |= m
+    face = _hull_mask(xy[g["oval"][0]], canvas_hw)
+    brow_top = min(xy[idx][:, 1].min() for idx in g["eyebrows"])
+    rows = np.arange(canvas_hw[0])[:, None] < brow_top
+    out["forehead"] = face & rows & ~claimed
+    claimed |= out["forehead"]
+    out["jaw_and_cheeks"] = face & ~claimed
+    claimed |= out["jaw_and_cheeks"]
+    out["outside_face"] = ~claimed
+    return {k: out[k] for k in REGIONS}
+
+
+def region_shares(saliency: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share (in %) of the positive saliency on each region; sums to 100 (0s for an empty map).
+
+    Negative values (occlusion raised the confidence) carry no saliency here.
+    """
+    pos = np.clip(np.asarray(saliency, np.float64), 0, None)
+    total = pos.sum()
+    return {k: (100.0 * pos[m].sum() / total if total > 0 else 0.0) for k, m in masks.items()}
+
+
+def shares_table(maps: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> tuple[dict, str]:
+    """Region shares of several named maps, as a dict and a markdown table."""
+    table = {name: region_shares(m, masks) for name, m in maps.items()}
+    head = "| map | " + " | ".join(REGIONS) + " |\n|---|" + "---:|" * len(REGIONS) + "\n"
+    rows = "".join(f"| {name} | " + " | ".join(f"{v[r]:.1f}" for r in REGIONS) + " |\n"
+                   for name, v in table.items())
+    return table, head + rows

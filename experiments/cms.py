@@ -1,0 +1,57 @@
+"""The main job: Canonical Model Saliency of a model over a set of face images.
+
+  CMS_JAX_ASSETS=../shared python -m experiments.cms --model=gender \
+      --images=../shared/faces/celeba_samples/images --out_dir=out/cms
+
+Writes cms.npy (float32 canonical map), cms.png (jet over the canonical face,
+red high), drops.npz (per-image vertex drops and file names) and summary.json.
+With no --images it runs on the CelebA samples from the assets. --resume
+continues a killed run from its last checkpoint; a multi-host run passes
+--num_processes/--process_id (and --coordinator for jax.distributed).
+"""
+from absl import app, flags, logging
+
+from cms_jax.pipeline import RunConfig, run_job
+
+_MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir (HDF5, ONNX, Orbax).")
+_IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images "
+                              "(default: the CelebA samples of the assets).")
+_OUT_DIR = flags.DEFINE_string("out_dir", "out/cms", "Output folder.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Use the first N images (0 = all).")
+_PATCH = flags.DEFINE_integer("patch_size", 0, "Occlusion side in input pixels (0 = 15 px at 224, scaled).")
+_SCORE = flags.DEFINE_enum("score", "prob", ["prob", "logit"], "Confidence: softmax prob or raw logit.")
+_FILL = flags.DEFINE_float("fill", 0.0, "Value of occluded pixels in the normalised input.")
+_SUBDIV = flags.DEFINE_integer("subdivision", 0, "Mesh subdivision level (0: 468 vertices, 1: ~1.8k).")
+_VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-facing triangles.")
+_CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side in pixels.")
+_REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "CMS = mean (Eq. 6) or sum of CIS maps.")
+_BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
+_LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names.")
+_WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out_dir.")
+_CKPT_S = flags.DEFINE_float("checkpoint_every_s", 30.0, "Seconds between checkpoints.")
+_NPROC = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
+_PID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
+_COORD = flags.DEFINE_string("coordinator", "", "host:port of process 0 for jax.distributed (multi-host).")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 CelebA samples.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
+    cfg = RunConfig(model="tiny" if _SMOKE.value else _MODEL.value, images=_IMAGES.value,
+                    max_images=4 if _SMOKE.value else _MAX_IMAGES.value, patch_size=_PATCH.value,
+                    score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
+                    visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
+                    batch_size=_BATCH.value, label_from=_LABELS.value)
+    summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
+                      num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
+                      checkpoint_every_s=_CKPT_S.value)
+    if summary is not None:
+        print(f"CMS of {summary['model']} over {summary['images_done']}/{summary['images_total']} images "
+              f"({len(summary['images_skipped'])} skipped) in {summary['seconds']:.1f}s "
+              f"({summary['faces_per_second']:.2f} faces/s) -> {_OUT_DIR.value}/cms.png")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,160 @@
+"""Tests of the batched data-parallel engine (cms_jax/engine.py, cms_jax/sharding.py)."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cms_jax import occlusion as occ
+from cms_jax import sharding as shd
+from cms_jax.engine import OcclusionEngine, occlusion_drops
+
+H = W = 24
+
+
+def init_params(seed=0, channels=3, classes=4):
+    rng = np.random.default_rng(seed)
+    return {"conv": jnp.asarray(rng.normal(0, 0.5, (3, 3, channels, 6)), jnp.float32),
+            "dense": jnp.asarray(rng.normal(0, 1.0, (6, classes)), jnp.float32)}
+
+
+def apply_fn(params, x):
+    y = jax.lax.conv_general_dilated(x, params["conv"], (2, 2), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return 4.0 * jnp.tanh(y).mean(axis=(1, 2)) @ params["dense"]
+
+
+def face_model(params=None, **kw):
+    """A FaceModel-like object (the fields the engine reads)."""
+    fields = dict(apply_fn=apply_fn, params=params or init_params(), outputs_are_probs=False,
+                  output="classes", jittable=True)
+    fields.update(kw)
+    return types.SimpleNamespace(**fields)
+
+
+def _inputs(n=3, v=40, seed=1):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n, H, W, 3)).astype(np.float32)
+    xy = rng.uniform(-2, W + 2, (n, v, 2)).astype(np.float32)
+    return images, xy
+
+
+def test_one_device_and_eight_devices_give_the_same_drops():
+    assert len(jax.devices()) == 8, "conftest should expose 8 fake CPU devices"
+    images, xy = _inputs()
+    model = face_model()
+    one = OcclusionEngine(model, batch_size=16, mesh=shd.data_mesh(jax.devices()[:1])).run(images, xy)
+    eight = OcclusionEngine(model, batch_size=16).run(images, xy)
+    assert np.abs(one.drops).max() > 1e-3
+    np.testing.assert_allclose(eight.drops, one.drops, atol=1e-6)
+    np.testing.assert_array_equal(eight.targets, one.targets)
+
+
+def test_second_call_with_same_shapes_does_not_retrace():
+    images, xy = _inputs()
+    eng = OcclusionEngine(face_model(), batch_size=32)
+    eng.run(images, xy)
+    traces = eng.trace_count
+    assert traces == 2  # one clean-pass shape, one work-batch shape
+    images2, xy2 = _inputs(seed=7)
+    eng.run(images2, xy2, patch_size=5, fill=-1.0, targets=np.array([0, 3, 1]),
+            valid=np.arange(40) % 2 == 0)
+    assert eng.trace_count == traces
+
+
+def test_items_of_several_images_share_a_batch_and_match_single_image_runs():
+    images, xy = _inputs(n=3, v=20)
+    eng = OcclusionEngine(face_model(), batch_size=64, images_per_group=8)
+    calls = []
+    step = eng._step
+    eng._step = lambda *a: calls.append(len(a[2])) or step(*a)
+    res = eng.run(images, xy)
+    assert calls == [8, 64], "60 work items of 3 images should fill one device batch"
+    single = face_model()  # occlusion_drops caches one engine per model object
+    for i in range(3):
+        drops, target = occlusion_drops(single, images[i], xy[i])
+        assert target == res.targets[i]
+        np.testing.assert_allclose(res.drops[i], drops, atol=1e-6)
+
+
+def test_targets_clean_confidence_and_probability_models():
+    images, xy = _inputs()
+    params = init_params()
+    targets = np.array([2, 0, 3])
+    res = OcclusionEngine(face_model(params)).run(images, xy, targets=targets)
+    probs = np.asarray(jax.nn.softmax(apply_fn(params, images)))
+    np.testing.assert_array_equal(res.targets, targets)
+    np.testing.assert_allclose(res.clean, probs[np.arange(3), targets], rtol=1e-5)
+    # A model that already ends in softmax is not normalised twice.
+    soft = face_model(params, apply_fn=lambda p, x: jax.nn.softmax(apply_fn(p, x)), outputs_are_probs=True)
+    res_soft = OcclusionEngine(soft).run(images, xy, targets=targets)
+    np.testing.assert_allclose(res_soft.drops, res.drops, atol=1e-6)
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 4\)"):
+        OcclusionEngine(face_model(params)).run(images, xy, targets=np.array([0, 4, 1]))
+
+
+def test_invalid_vertices_are_skipped_and_drop_zero():
+    images, xy = _inputs()
+    eng = OcclusionEngine(face_model(), batch_size=16)
+    full = eng.run(images, xy)
+    valid = np.random.default_rng(3).random((3, 40)) > 0.5
+    xy_nan = xy.copy()
+    xy_nan[~valid] = np.nan  # invisible vertices may have no position at all
+    part = eng.run(images, xy_nan, valid=valid)
+    assert (part.drops[~valid] == 0).all()
+    np.testing.assert_allclose(part.drops[valid], full.drops[valid], atol=1e-6)
+    with pytest.raises(ValueError, match="non-finite valid vertices"):
+        eng.run(images, xy_nan)
+    with pytest.raises(ValueError, match=r"images must be \(N, H, W, C\)"):
+        eng.run(images[0], xy)
+
+
+def test_params_are_jit_arguments_not_constants():
+    images, xy = _inputs(n=1)
+    eng = OcclusionEngine(face_model(), batch_size=8)
+    args = (eng._params, images, np.zeros(8, np.int32), np.zeros((8, 4), np.int32),
+            np.full(8, -1, np.int32), np.float32(0))
+    jaxpr = jax.make_jaxpr(eng._step_impl)(*args)
+    n_param = sum(x.size for x in jax.tree.leaves(eng._params))
+    assert sum(np.size(c) for c in jaxpr.consts) < n_param
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(eng._params))
+
+
+def test_black_box_model_scored_on_host_matches_jitted():
+    images, xy = _inputs(n=2)
+    params = init_params()
+    host = face_model(params, apply_fn=lambda p, x: np.asarray(apply_fn(p, jnp.asarray(x))), jittable=False)
+    got = OcclusionEngine(host, batch_size=16).run(images, xy)
+    ref = OcclusionEngine(face_model(params), batch_size=16).run(images, xy)
+    np.testing.assert_allclose(got.drops, ref.drops, atol=1e-6)
+
+
+def test_errors_and_sharding_helpers():
+    with pytest.raises(TypeError, match="FaceModel-like"):
+        OcclusionEngine(42)
+    with pytest.raises(ValueError, match="score must be one of"):
+        OcclusionEngine(face_model(), score="softmax")
+    assert shd.round_up(5, 8) == 8 and shd.round_up(17, 8) == 24
+    assert shd.pad_to(np.ones((3, 2)), 5, -1)[3:].tolist() == [[-1, -1], [-1, -1]]
+    mesh = shd.data_mesh()
+    assert mesh.axis_names == ("data",) and shd.num_shards(mesh) == 8
+    eng = OcclusionEngine(face_model(), batch_size=20)
+    assert eng.batch_size == 24 and eng.group == 16
+
+
+def test_bench_engine_smoke(tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "..")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    out = subprocess.run([sys.executable, "experiments/bench_engine.py", "--smoke", f"--out_dir={tmp_path}"],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "bench_engine.json").read_text())
+    for name in ("vgg16", "tiny"):
+        r = report["models"][name]
+        assert r["engine_items_per_s"] > 0 and r["bare_forwards_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["engine_items_per_s"] / r["bare_forwards_per_s"])

@@ -1,0 +1,47 @@
+"""Run configuration fingerprints and image listing (what a resumed run must match)."""
+import os
+
+import pytest
+
+from cms_jax.pipeline.config import RunConfig
+from cms_jax.pipeline.inputs import expand_images, shard
+
+
+def test_fingerprint_ignores_speed_flags_but_not_numbers():
+    a = RunConfig(model="gender", images="x", batch_size=64)
+    assert a.fingerprint() == RunConfig(model="gender", images="x", batch_size=4096).fingerprint()
+    assert a.fingerprint() != RunConfig(model="gender", images="x", patch_size=5).fingerprint()
+    diffs = RunConfig(model="gender", images="x", patch_size=5).differences(a.to_dict())
+    assert diffs == ["patch_size: 0 (checkpoint) -> 5 (now)"]
+
+
+@pytest.mark.parametrize("bad,match", [(dict(score="max"), "score"), (dict(reduce="median"), "reduce"),
+                                       (dict(batch_size=0), "batch_size"), (dict(label_from="x"), "label_from")])
+def test_validate_names_the_bad_field(bad, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**bad).validate()
+
+
+def test_expand_images_folder_glob_list_and_errors(tmp_path):
+    for name in ["b.jpg", "a.png", "c.txt", ".hidden.jpg", "sub/d.JPEG"]:
+        p = tmp_path / name
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    folder = expand_images(str(tmp_path))
+    assert [os.path.relpath(f, tmp_path) for f in folder] == ["a.png", "b.jpg", "sub/d.JPEG"]
+    assert expand_images(str(tmp_path / "*.jpg")) == [str(tmp_path / "b.jpg")]
+    lst = tmp_path / "list.txt"
+    lst.write_text("b.jpg\n# comment\n\na.png\n")
+    assert expand_images(str(lst)) == sorted([str(tmp_path / "b.jpg"), str(tmp_path / "a.png")])
+    assert expand_images(str(tmp_path), max_images=2) == folder[:2]
+    with pytest.raises(ValueError, match="names no image files"):
+        expand_images(str(tmp_path / "*.gif"))
+
+
+def test_shards_are_disjoint_and_cover():
+    files = [f"{i:03d}.jpg" for i in range(11)]
+    parts = [shard(files, k, 3) for k in range(3)]
+    assert sorted(sum(parts, [])) == files
+    assert sum(len(p) for p in parts) == len(files)
+    with pytest.raises(ValueError, match="outside"):
+        shard(files, 3, 3)
