@@ -13,10 +13,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "occlusion_drops": "cms_jax._engine_api",
-    "canonical_map": "cms_jax._engine_api",
-}
+_LAZY = {name: "cms_jax._engine_api" for name in (
+    "occlusion_drops", "canonical_map", "OcclusionEngine", "EngineResult", "CMSAccumulator",
+    "cms_from_drops", "reproject", "sample_at", "splat", "default_patch_size", "data_mesh")}
 
 
 def __getattr__(name):

@@ -150,13 +150,13 @@ def init_params(arch: VGGArch, channels=(64, 128, 256, 512, 512), fc=(4096, 4096
     params, cin = {}, in_channels
     for b, n in enumerate(arch.blocks):
         for i in range(1, n + 1):
-            k = rng.standard_normal((3, 3, cin, channels[b]), np.float32) * np.sqrt(2.0 / (9 * cin))
+            k = (rng.standard_normal((3, 3, cin, channels[b])) * np.sqrt(2.0 / (9 * cin))).astype(np.float32)
             params[f"conv{b + 1}_{i}"] = {"kernel": k, "bias": np.full(channels[b], 0.01, np.float32)}
             cin = channels[b]
     fh, fw = arch.feature_hw()
     dims = (fh * fw * cin, *fc, num_classes)
     for j in range(len(dims) - 1):
-        k = rng.standard_normal(dims[j:j + 2], np.float32) * np.sqrt(2.0 / dims[j])
+        k = (rng.standard_normal(dims[j:j + 2]) * np.sqrt(2.0 / dims[j])).astype(np.float32)
         params[f"fc{6 + j}"] = {"kernel": k, "bias": np.zeros(dims[j + 1], np.float32)}
     return params
 

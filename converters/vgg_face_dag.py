@@ -102,8 +102,10 @@ def main(argv=None):
     ap.add_argument("--class_names", default=None, help="text file, one class name per line")
     ap.add_argument("--crop_policy", default="tight", choices=("loose", "tight", "whole"))
     ap.add_argument("--crop_margin", type=float, default=0.25)
+    ap.add_argument("--input_size", type=int, default=224, help="square input side the fc6 width implies")
     args = ap.parse_args(argv)
-    params, config = convert(common.load_state_dict(args.src))
+    sd = common.load_state_dict(args.src)
+    params, config = convert(sd, infer_config(sd, DAG_KEYS, (args.input_size, args.input_size)))
     names = open(args.class_names).read().split("\n") if args.class_names else None
     names = [n for n in names if n.strip()] if names else None
     out = common.save_converted(args.out, params, card_for(config, args.name, args.src, names,

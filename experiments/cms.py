@@ -30,6 +30,10 @@ _LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target cl
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out_dir.")
 _CKPT_S = flags.DEFINE_float("checkpoint_every_s", 30.0, "Seconds between checkpoints.")
+_CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (and between checkpoints at most).")
+_ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default <out_dir>/align_cache).")
+_GROUPS = flags.DEFINE_string("groups", "", "Per-group CMS: utkface:race|gender|age_decade, csv:PATH or "
+                              "celeba:ATTR_FILE:ATTRIBUTE.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
 _COORD = flags.DEFINE_string("coordinator", "", "host:port of process 0 for jax.distributed (multi-host).")
@@ -46,7 +50,8 @@ def main(argv):
                     batch_size=_BATCH.value, label_from=_LABELS.value)
     summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
                       num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
-                      checkpoint_every_s=_CKPT_S.value)
+                      checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
+                      align_cache=_ALIGN_CACHE.value or None, grouping=_GROUPS.value)
     if summary is not None:
         print(f"CMS of {summary['model']} over {summary['images_done']}/{summary['images_total']} images "
               f"({len(summary['images_skipped'])} skipped) in {summary['seconds']:.1f}s "

@@ -10,7 +10,8 @@ face, GradCAM, GradCAM++, ScoreCAM, CMS) and heatmaps.npz. The CMS comes from, i
 --cms_heatmaps (an .npz with ``files`` and ``heatmaps`` (N, H, W) at the model input size,
 one per image, for CMS maps made elsewhere); --cms_dir (the output folder of
 experiments/cms.py, whose cms.npy is reprojected onto each face, Fig. 6d); or, if neither is
-given, a CMS job run here on the same images into OUT_DIR/cms. --smoke runs in seconds on the
+given, a CMS job run here on the same images into OUT_DIR/cms (so the CMS is in-sample, as
+in the paper, which computes CMS and metrics on the same CelebA subset). --smoke runs in seconds on the
 tiny model with synthetic images and a synthetic (centred Gaussian) CMS.
 """
 import json

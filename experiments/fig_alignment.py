@@ -17,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from cms_jax.align import (LEFT_EYE_OUTER, CanonicalFace, align_files, crop_face,  # noqa: E402

@@ -79,6 +79,18 @@ def test_rgba_composited_on_white(tmp_path, face_rgb):
     np.testing.assert_array_equal(rgb[:, 40:], face_rgb[:, 40:])
 
 
+def test_gray_with_alpha_and_unsupported_format(tmp_path, face_rgb):
+    gray = np.asarray(Image.fromarray(face_rgb).convert("L"))
+    alpha = np.where(np.arange(gray.shape[1]) < 30, 0, 255).astype(np.uint8)[None].repeat(gray.shape[0], 0)
+    Image.fromarray(np.dstack([gray, alpha]), "LA").save(tmp_path / "la.png")
+    rgb, notes = images.load_image_bytes((tmp_path / "la.png").read_bytes())
+    assert notes == ("grayscale converted to RGB", "alpha composited on white")
+    assert (rgb[:, :30] == 255).all() and (rgb[:, 30:, 0] == gray[:, 30:]).all()
+    Image.fromarray(np.zeros((40, 40), np.float32)).save(tmp_path / "float.tif")
+    e = _reason(images.load_image, tmp_path / "float.tif")
+    assert e.reason == "unsupported pixel format" and "'F'" in str(e)
+
+
 def test_16bit_png(tmp_path, face_rgb):
     wide = face_rgb.astype(np.uint16) * 257  # full 16-bit range
     cv2.imwrite(str(tmp_path / "c16.png"), wide[..., ::-1])  # OpenCV writes BGR

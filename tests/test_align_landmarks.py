@@ -6,12 +6,14 @@ run. Pose angles come from MediaPipe's facial transformation matrix.
 """
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from cms_jax.align import (LEFT_EYE_OUTER, RIGHT_EYE_OUTER, CanonicalFace, Landmarker,
-                           align_files, load_image, similarity_fit)
+                           align_files, load_image, similarity_fit, visible_vertices)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,18 @@ def test_left_eye_on_the_same_side_everywhere(run, canon):
         assert np.linalg.det(rot) > 0, r.path  # best fit to the canonical face is no mirror
 
 
+def test_turned_heads_hide_the_far_cheek(run, canon):
+    """On real faces turned > 20 degrees, vertices of the far side become invisible."""
+    plus, minus = canon.pos3[:, 0] > 3, canon.pos3[:, 0] < -3  # subject's left / right cheek
+    turned = [r for r in run["all"] if r.ok and abs(_angles(r.face.matrix)[0]) > 20]
+    assert len(turned) >= 10
+    for r in turned:
+        yaw = _angles(r.face.matrix)[0]
+        vis = visible_vertices(r.face.xy, canon.triangles, r.face.z)
+        far, near = (plus, minus) if yaw > 0 else (minus, plus)
+        assert vis[far].mean() < 0.85 and vis[near].mean() > 0.95, (r.path, yaw)
+
+
 def test_second_run_makes_no_mediapipe_call(run):
     stats = {}
     again = align_files(run["paths"], workers=2, cache_dir=run["cache"], stats=stats)
@@ -118,3 +132,16 @@ def test_workers_match_in_process(run):
         face = lm.detect(load_image(r.path))
         assert lm.calls == 1
     np.testing.assert_allclose(face.xy, r.face.xy, atol=1e-3)
+
+
+def test_unclosed_landmarker_exits_cleanly(shared_dir):
+    """A landmarker left open is closed before MediaPipe's thread pool goes away."""
+    code = ("import numpy as np; from cms_jax.align import Landmarker; "
+            "lm = Landmarker(); lm.detect(np.zeros((64, 64, 3), np.uint8)); print('done')")
+    root = os.path.join(os.path.dirname(__file__), "..")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-2000:]
+

@@ -57,7 +57,8 @@ def test_subdivision_counts_and_interpolation(canon):
     np.testing.assert_allclose(dense.sum(1), 1.0)
     # Each new level-1 vertex is the midpoint of one original edge, each edge once.
     rows = w1.tocsr()[468:]
-    pairs = {tuple(sorted(rows.indices[rows.indptr[i]:rows.indptr[i + 1]].tolist())) for i in range(rows.shape[0])}
+    pairs = {tuple(sorted(rows.indices[rows.indptr[i]:rows.indptr[i + 1]].tolist()))
+             for i in range(rows.shape[0])}
     assert pairs == base_edges and np.allclose(rows.data, 0.5)
     mids = (w1 @ canon.vertices.astype(np.float64))[468:]
     a, b = rows.indices[0::2], rows.indices[1::2]

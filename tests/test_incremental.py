@@ -137,3 +137,18 @@ def test_vgg_params_converter_lists_every_problem():
         vgg_params(nested, TINY)
     msg = str(err.value)
     assert "conv2_1: missing" in msg and "conv3_2: bias shape (5,)" in msg and "fc6: kernel has 99 inputs" in msg
+
+
+def test_face_model_adapter_matches_the_flax_vgg():
+    models = pytest.importorskip("cms_jax.models")
+    model = models.tiny_vgg(num_classes=3, input_size=32, seed=2)
+    params, arch = inc.from_face_model(model)
+    image = np.random.default_rng(4).standard_normal((32, 32, 3)).astype(np.float32)
+    xy = _vertices(arch.input_hw)[:6]
+    clean, logits = inc.occluded_logits(params, arch, image, xy, 7)
+    copies = np.stack([image] * len(xy))
+    for c, (x1, y1, x2, y2) in zip(copies, inc.patch_boxes(xy, 7, (32, 32))):
+        c[y1:y2, x1:x2] = 0.0
+    ref = np.asarray(jax.jit(model.apply_fn)(model.params, copies))
+    assert _rel(logits, ref) < 1e-4
+    assert _rel(clean, np.asarray(model(image[None]))[0]) < 1e-5

@@ -3,13 +3,16 @@
 Public API:
   load_image, ImageError                      robust image decoding (images.py)
   Landmarker, Face                            MediaPipe FaceLandmarker (landmarker.py)
-  align_files, AlignResult                    many files, workers, cache (batch.py)
+  align_files, AlignResult, align_bytes       many files, workers (batch.py)
+  cache_key, entry_path, read_entry, write_entry, model_hash   disk cache (cache.py)
   crop_face, crop_box                         model crops (crops.py)
   CanonicalFace                               the canonical face (canonical.py)
   subdivide_mesh                              denser meshes (subdivide.py)
+  similarity_fit                              Procrustes fit (procrustes.py)
   visible_vertices                            back-facing vertices (visibility.py)
 """
-from cms_jax.align.batch import AlignResult, NO_FACE, align_files
+from cms_jax.align.batch import NO_FACE, AlignResult, align_bytes, align_files
+from cms_jax.align.cache import cache_key, entry_path, model_hash, read_entry, write_entry
 from cms_jax.align.canonical import CanonicalFace
 from cms_jax.align.crops import POLICIES, crop_box, crop_face
 from cms_jax.align.images import ImageError, load_image, load_image_bytes
@@ -20,7 +23,8 @@ from cms_jax.align.subdivide import subdivide as subdivide_mesh
 from cms_jax.align.visibility import signed_areas, visible_vertices
 
 __all__ = [
-    "AlignResult", "CanonicalFace", "Face", "ImageError", "LEFT_EYE_OUTER", "Landmarker",
+    "AlignResult", "CanonicalFace", "align_bytes", "cache_key", "entry_path", "model_hash",
+    "read_entry", "write_entry", "Face", "ImageError", "LEFT_EYE_OUTER", "Landmarker",
     "NO_FACE", "NUM_MESH", "POLICIES", "RIGHT_EYE_OUTER", "align_files", "crop_box",
     "crop_face", "load_image", "load_image_bytes", "signed_areas", "similarity_fit",
     "subdivide_mesh", "visible_vertices",

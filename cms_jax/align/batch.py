@@ -9,6 +9,7 @@ second run over the same files makes no MediaPipe call
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import pathlib
 import time
@@ -67,20 +68,33 @@ def align_bytes(lm: Landmarker, name: str, data: bytes) -> dict:
     return out
 
 
-_WORKER_LM: Landmarker | None = None
+def _align_path(lm: Landmarker, path: str, key_of) -> dict:
+    """Reads and aligns one file; adds its cache ``key`` when ``key_of`` is given."""
+    try:
+        data = images.read_bytes(path)
+    except images.ImageError as e:
+        return {"reason": e.reason, "notes": (e.detail,), "called": 0}
+    d = align_bytes(lm, path, data)
+    if key_of is not None:
+        # Keyed on the bytes actually aligned (the file may change meanwhile).
+        d["key"] = key_of(data)
+    return d
 
 
-def _worker_init(model_path: str, num_faces: int) -> None:
-    global _WORKER_LM
-    _WORKER_LM = Landmarker(model_path, num_faces=num_faces)
+_WORKER: dict = {}
+
+
+def _worker_init(model_path: str, num_faces: int, key_of) -> None:
+    lm = Landmarker(model_path, num_faces=num_faces)
+    _WORKER.update(lm=lm, key_of=key_of)
     # Pool workers leave through os._exit: close the graph in multiprocessing's
     # own exit hook rather than relying on interpreter shutdown.
-    multiprocessing.util.Finalize(None, _WORKER_LM.close, exitpriority=10)
+    multiprocessing.util.Finalize(None, lm.close, exitpriority=10)
 
 
-def _worker_run(item: tuple[int, str, bytes]) -> tuple[int, dict]:
-    i, name, data = item
-    return i, align_bytes(_WORKER_LM, name, data)
+def _worker_run(item: tuple[int, str]) -> tuple[int, dict]:
+    i, path = item
+    return i, _align_path(_WORKER["lm"], path, _WORKER["key_of"])
 
 
 def _to_result(path: str, d: dict, from_cache: bool) -> AlignResult:
@@ -120,39 +134,40 @@ def align_files(paths, workers: int = 2, cache_dir=None, num_faces: int = 4,
     paths = [str(p) for p in paths]
     cache = pathlib.Path(cache_dir) if cache_dir is not None else None
     msha = model_hash(model_path) if cache is not None else ""
+    key_of = functools.partial(cache_key, model_sha=msha, num_faces=num_faces) if cache else None
     results: list[AlignResult | None] = [None] * len(paths)
-    todo, keys, hits = [], {}, 0
+    # Only indices travel to the workers, which read the files themselves:
+    # memory stays flat however many files there are.
+    todo, hits = [], 0
     for i, p in enumerate(paths):
-        try:
-            data = images.read_bytes(p)
-        except images.ImageError as e:
-            results[i] = AlignResult(p, None, e.reason, (e.detail,))
-            continue
         if cache is not None:
-            keys[i] = cache_key(data, msha, num_faces)
-            d = read_entry(entry_path(cache, keys[i]))
+            try:
+                d = read_entry(entry_path(cache, key_of(images.read_bytes(p))))
+            except images.ImageError:
+                d = None  # the worker reports it
             if d is not None:
                 results[i], hits = _to_result(p, d, True), hits + 1
                 continue
-        todo.append((i, p, data))
+        todo.append((i, p))
 
     calls = 0
     if todo:
         if workers <= 1 or len(todo) < 2 * workers:
             with Landmarker(model_path, num_faces=num_faces) as lm:
-                outs = [(i, align_bytes(lm, p, data)) for i, p, data in todo]
+                outs = [(i, _align_path(lm, p, key_of)) for i, p in todo]
         else:
             ctx = multiprocessing.get_context(start_method)
             chunk = max(1, min(32, len(todo) // (4 * workers)))
-            with ctx.Pool(workers, _worker_init, (model_path, num_faces)) as pool:
+            with ctx.Pool(workers, _worker_init, (model_path, num_faces, key_of)) as pool:
                 outs = list(pool.imap_unordered(_worker_run, todo, chunksize=chunk))
                 pool.close()
                 pool.join()
         for i, d in outs:
             calls += d.pop("called")
+            key = d.pop("key", None)
             results[i] = _to_result(paths[i], d, False)
-            if cache is not None and d.get("reason") != images.UNREADABLE:
-                write_entry(entry_path(cache, keys[i]), d)
+            if key is not None:
+                write_entry(entry_path(cache, key), d)
     if stats is not None:
         stats.update(files=len(paths), aligned=sum(r.ok for r in results), cache_hits=hits,
                      detect_calls=calls, seconds=time.perf_counter() - t0)

@@ -37,7 +37,7 @@ def _orient_front_positive(vertices: np.ndarray, triangles: np.ndarray) -> np.nd
     return triangles
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class CanonicalFace:
     """Canonical vertices M_F on a canvas, with triangles and a display image.
 
@@ -61,6 +61,10 @@ class CanonicalFace:
     depth: np.ndarray | None = None
     interp: object = None
     pos3: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"CanonicalFace({self.name!r}, {self.num_vertices} vertices, "
+                f"{len(self.triangles)} triangles, canvas {tuple(self.canvas_hw)})")
 
     @property
     def num_vertices(self) -> int:

@@ -64,18 +64,18 @@ def _to_uint8_rgb(im: Image.Image, notes: list[str], name: str) -> np.ndarray:
         return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
     if mode in ("L", "1", "LA", "La"):
         notes.append("grayscale converted to RGB")
-    elif mode in ("RGBA", "RGBa", "PA", "P"):
-        has_alpha = mode != "P" or "transparency" in im.info
-        if has_alpha:
-            notes.append("alpha composited on white")
-            rgba = im.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    elif mode == "P":
         notes.append("palette converted to RGB")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         notes.append(f"{mode} converted to RGB")
-    else:
+    elif mode not in ("RGBA", "RGBa", "PA"):
         raise ImageError(UNSUPPORTED, name, f"PIL mode {mode!r}")
+    if mode in ("LA", "La", "RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+        # Transparent pixels hold arbitrary colours; show them as white paper.
+        notes.append("alpha composited on white")
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 

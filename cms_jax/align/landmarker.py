@@ -7,7 +7,9 @@ so M_I[n] and M_F[n] (canonical.py) name the same facial point.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import threading
 import weakref
 
 import numpy as np
@@ -48,8 +50,8 @@ class Landmarker:
     """MediaPipe Tasks FaceLandmarker in IMAGE mode, as a context manager.
 
     Use ``with Landmarker() as lm: face = lm.detect(rgb)``. The native graph is
-    closed on exit (and by a finalizer otherwise), because a FaceLandmarker
-    left open raises during interpreter shutdown.
+    closed on exit, or else when the object is collected or the interpreter
+    exits (a FaceLandmarker left open raises during interpreter shutdown).
 
     Args:
       model_path: the ``face_landmarker.task`` bundle; default: the asset.
@@ -74,6 +76,10 @@ class Landmarker:
         )
         self._lm = vision.FaceLandmarker.create_from_options(opts)
         self._finalizer = weakref.finalize(self, self._lm.close)
+        # MediaPipe closes through a thread pool that Python shuts down before
+        # ordinary atexit hooks run; threading's own exit hooks run earlier
+        # (last registered first), so an unclosed landmarker closes in time.
+        getattr(threading, "_register_atexit", atexit.register)(self._finalizer)
         self.calls = 0  # detect() calls made: lets tests prove a cache hit.
 
     def close(self) -> None:

@@ -59,8 +59,8 @@ def _eval(jaxpr, consts, *args):
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
         if name == "max" and any(_is_zero_literal(v) for v in eqn.invars):
-            (x,) = [val for v, val in zip(eqn.invars, invals) if not _is_zero_literal(v)] or invals[:1]
-            outs = [guided_relu(x)]
+            others = [val for v, val in zip(eqn.invars, invals) if not _is_zero_literal(v)]
+            outs = [guided_relu(others[0] if others else invals[0])]
         elif name in ("jit", "pjit", "closed_call", "core_call"):
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             outs = _eval_closed(inner, invals)

@@ -111,7 +111,8 @@ def onnx_model(paths: str | Sequence[str], *, name: str | None = None, class_nam
     norm = normalisation or {"scale": 1.0 / 255.0, "mean": [0.0] * c, "std": [1.0] * c}
     model = callable_model(
         runner, name=name or os.path.splitext(os.path.basename(paths[0]))[0], input_size=(int(h), int(w)),
-        channels=int(c), class_names=names, preprocess=make_preprocess(colour, norm["scale"], norm["mean"], norm["std"]),
+        channels=int(c), class_names=names,
+        preprocess=make_preprocess(colour, norm["scale"], norm["mean"], norm["std"]),
         crop_policy=crop_policy, crop_margin=crop_margin, output=output, outputs_are_probs=outputs_are_probs)
     # Averaged models each run once per image; counted lazily (one profiled run per file).
     HOST_FLOPS[model.apply_fn] = lambda: sum(onnx_flops(p) for p in paths)

@@ -40,15 +40,22 @@ def flops(model: FaceModel, batch: int = 1) -> float:
         return float("nan")
     h, w = model.input_size
     x = jax.ShapeDtypeStruct((batch, h, w, model.channels), jnp.float32)
-    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype), model.params)
+    # Shapes only: counting never needs the weights (params may already be abstract).
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), model.params)
     cost = jax.jit(model.apply_fn).lower(params, x).cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
         cost = cost[0]
     return float(cost["flops"]) / batch
 
 
-def vgg_flops(config) -> float:
-    """Closed-form FLOPs of `VGG16` (2 per multiply-accumulate; biases, ReLU, pools ignored)."""
+def vgg_flops(config, count_padding: bool = False) -> float:
+    """Closed-form FLOPs of `VGG16` (2 per multiply-accumulate; biases, ReLU, pools ignored).
+
+    Args:
+      config: a `VGGConfig`.
+      count_padding: also count products with the zero padding (the usual textbook 30.95
+        GFLOPs of VGG-16 at 224); False counts only real taps, as XLA's cost analysis does.
+    """
     from cms_jax.models.vgg import _BLOCKS
 
     h, w = config.input_size
@@ -57,7 +64,9 @@ def vgg_flops(config) -> float:
         if block > 1:
             h, w = h // 2, w // 2
         for _ in range(n):
-            total += 2.0 * h * w * 9 * cin * width
+            # A 3x3 'same' conv touches 3h-2 real taps along a side of h (pads excluded).
+            taps = 9 * h * w if count_padding else (3 * h - 2) * (3 * w - 2)
+            total += 2.0 * taps * cin * width
             cin = width
     ph, pw = config.pool5_hw
     total += 2.0 * ph * pw * cin * config.fc_width + 2.0 * config.fc_width ** 2

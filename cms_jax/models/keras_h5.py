@@ -36,22 +36,24 @@ def _decode(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def read_h5(path: str) -> tuple[dict, dict]:
-    """Keras HDF5 full model -> (model_config, pure-dict params).
+def read_weights(path: str, expected: dict, *, source: str, kind_of: dict | None = None) -> dict:
+    """Keras HDF5 weights (full model or weights-only file) -> pure-dict params, validated.
+
+    Args:
+      path: the HDF5 file.
+      expected: the model's abstract params (from ``nnx.eval_shape``), to validate against.
+      source: name for error messages.
+      kind_of: Keras layer name -> class name (SeparableConv2D biases go on the pointwise conv).
 
     Raises:
-      ValueError: the file has no ``model_config`` (weights-only file).
-      WeightMismatchError: weights do not match the graph (all problems listed).
+      WeightMismatchError: listing every missing, extra and mis-shaped weight at once.
     """
     from converters.common import check_tree  # one validation for every converter
 
+    kind_of = kind_of or {}
+    params: dict = {}
     with h5py.File(path, "r") as f:
-        if "model_config" not in f.attrs:
-            raise ValueError(f"{path}: no model_config attribute; a weights-only file needs its graph written by hand")
-        config = json.loads(_decode(f.attrs["model_config"]))
-        kind_of = {l["name"]: l["class_name"] for l in config["config"]["layers"]}
         group = f["model_weights"] if "model_weights" in f else f
-        params: dict = {}
         for layer in (_decode(n) for n in group.attrs["layer_names"]):
             g = group[layer]
             for wname in (_decode(n) for n in g.attrs.get("weight_names", [])):
@@ -69,9 +71,24 @@ def read_h5(path: str) -> tuple[dict, dict]:
                 for p in path_[:-1]:
                     node = node.setdefault(p, {})
                 node[path_[-1]] = value
+    check_tree(expected, params, source=source)
+    return params
+
+
+def read_h5(path: str) -> tuple[dict, dict]:
+    """Keras HDF5 full model -> (model_config, pure-dict params).
+
+    Raises:
+      ValueError: the file has no ``model_config`` (weights-only file).
+      WeightMismatchError: weights do not match the graph (all problems listed).
+    """
+    with h5py.File(path, "r") as f:
+        if "model_config" not in f.attrs:
+            raise ValueError(f"{path}: no model_config attribute; a weights-only file needs its graph written by hand")
+        config = json.loads(_decode(f.attrs["model_config"]))
+    kind_of = {l["name"]: l["class_name"] for l in config["config"]["layers"]}
     _, expected = abstract_graph(config)
-    check_tree(expected, params, source=f"Keras file {path}")
-    return config, params
+    return config, read_weights(path, expected, source=f"Keras file {path}", kind_of=kind_of)
 
 
 def card_from_config(config: dict, *, name: str, class_names, crop_policy: str, crop_margin: float,

@@ -97,7 +97,7 @@ def change_from_reference(model: FaceModel, reference=None) -> FaceModel:
     """Regression -> one score, ``-||f(x) - reference||``: 0 unoccluded, lower as the output moves.
 
     The reference lives in ``params['reference']`` so one compiled function
-    serves every image; set it per image with `with_reference`.
+    serves every image; set it per image with `set_reference`.
     """
     k = len(model.class_names)
     ref = jnp.zeros((k,), jnp.float32) if reference is None else jnp.asarray(reference, jnp.float32).reshape(k)

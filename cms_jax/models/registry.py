@@ -8,9 +8,16 @@ Built-in names (real files found through `cms_jax.assets.resolve`):
                   in degrees (regression, ONNX black box); loose crop, margin 0.6
   headpose_1x1, headpose_var   each FSA-Net model alone
   headpose_bins   `headpose` as the paper's 9 yaw x pitch classes (soft bins, `outputs.pose_bins`)
+  age             SSR-Net (IMDB) age in years (regression), 64x64 BGR 0-255; loose crop, margin 0.8
+  age_bins        `age` as the paper's 10 age classes of 10 years (soft bins, `outputs.age_bins`)
   tiny            the tiny VGG twin (random weights, 32x32) for tests
   vgg_face_random VGG-Face shape (2622 classes, 224x224) with random weights, for benchmarks and
                   the randomisation sanity check (Fig. 7)
+
+Crop margins follow `cms_jax.align.crop_face`: the square crop's side is the
+landmark box side times (1 + margin). Measured with MediaPipe landmark boxes on
+the 588 UTKFace chips, the gender model is right 68% (margin 0.2), 91% (0.6),
+92.3% (0.8), 92.5% (1.0), 86% (1.5) of the time.
 
 Paths: a Keras ``.h5``/``.hdf5`` full model, an ``.onnx`` file, or a directory
 written by a converter (Orbax ``params/`` + ``model_card.json``).
@@ -23,7 +30,7 @@ import pathlib
 import jax
 import numpy as np
 
-from cms_jax.models import blackbox, keras_h5, outputs, vgg
+from cms_jax.models import blackbox, keras_h5, outputs, ssrnet, vgg
 from cms_jax.models.base import FaceModel
 from cms_jax.models.card import CARD_FILE, ModelCard
 
@@ -38,8 +45,8 @@ _KERAS_KNOWN = {
     "fer2013_mini_XCEPTION": ("expression", EXPRESSION_CLASSES, "tight", 0.2),
 }
 
-BUILTIN = ("gender", "expression", "headpose", "headpose_1x1", "headpose_var", "headpose_bins", "tiny",
-           "vgg_face_random")
+BUILTIN = ("gender", "expression", "headpose", "headpose_1x1", "headpose_var", "headpose_bins", "age",
+           "age_bins", "tiny", "vgg_face_random")
 
 
 def _resolve(asset: str) -> str:
@@ -119,6 +126,9 @@ def load(name_or_path: str | os.PathLike) -> FaceModel:
     if s in ("headpose_1x1", "headpose_var"):
         import dataclasses
         return dataclasses.replace(blackbox.fsanet([_resolve(f"fsanet_{s.split('_')[1]}")]), name=s)
+    if s in ("age", "age_bins"):
+        m = ssrnet.load_ssrnet(_resolve("ssr_age_imdb"))
+        return outputs.age_bins(m) if s == "age_bins" else m
     if s == "tiny":
         return vgg.tiny_vgg()
     if s == "vgg_face_random":

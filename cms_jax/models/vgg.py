@@ -106,7 +106,8 @@ def torch_fc6_to_nhwc(weight: np.ndarray, channels: int, hw: tuple[int, int]) ->
     if weight.shape[1] != channels * h * w:
         raise ValueError(f"fc6.weight has {weight.shape[1]} inputs, expected C*H*W = "
                          f"{channels}*{h}*{w} = {channels * h * w}")
-    return np.ascontiguousarray(weight.reshape(out, channels, h, w).transpose(2, 3, 1, 0).reshape(h * w * channels, out))
+    chw = weight.reshape(out, channels, h, w)
+    return np.ascontiguousarray(chw.transpose(2, 3, 1, 0).reshape(h * w * channels, out))
 
 
 def abstract_vgg(config: VGGConfig):

@@ -3,7 +3,8 @@
 The gender and expression models the paper's method is run on beside VGG are
 Keras 2.0.5 functional models. `KerasGraph` rebuilds such a graph layer by
 layer (Conv2D, SeparableConv2D, BatchNormalization, Activation, Add,
-MaxPooling2D, GlobalAveragePooling2D, plus Dense/Flatten/Dropout) with the Keras
+MaxPooling2D, GlobalAveragePooling2D, plus AveragePooling2D/Dense/Flatten/Dropout
+for plain VGG-style graphs such as keras-vggface) with the Keras
 layer names as parameter names, and evaluates it in the file's topological order.
 TF 'same' padding equals XLA's 'SAME' (extra pad after), so no manual padding.
 """
@@ -13,6 +14,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 _ACTIVATIONS = {
@@ -33,6 +35,11 @@ class SeparableConv(nnx.Module):
         return self.pointwise(self.depthwise(x))
 
 
+def _out_len(n: int, k: int, s: int, padding: str) -> int:
+    """Spatial output length of a conv/pool, TF rules: 'same' ceil(n/s), 'valid' floor((n-k)/s)+1."""
+    return -(-n // s) if padding == "same" else (n - k) // s + 1
+
+
 def _act(name: str):
     if name not in _ACTIVATIONS:
         raise ValueError(f"unsupported Keras activation {name!r} (supported: {sorted(_ACTIVATIONS)})")
@@ -44,15 +51,18 @@ class KerasGraph(nnx.Module):
 
     def __init__(self, model_config: dict, *, rngs: nnx.Rngs):
         cfg = model_config["config"]
-        spec, chans = [], {}
+        # Shapes (without batch) are tracked so Flatten -> Dense gets its input width.
+        spec, shapes = [], {}
         for layer in cfg["layers"]:
             kind, name, c = layer["class_name"], layer["name"], layer["config"]
             inputs = tuple(n[0] for n in layer["inbound_nodes"][0]) if layer["inbound_nodes"] else ()
-            cin = chans[inputs[0]] if inputs else None
+            shp = shapes[inputs[0]] if inputs else None
+            cin = shp[-1] if shp else None
             if kind == "InputLayer":
-                chans[name] = c["batch_input_shape"][-1]
+                shapes[name] = tuple(c["batch_input_shape"][1:])
             elif kind in ("Conv2D", "SeparableConv2D"):
-                if tuple(c.get("dilation_rate", (1, 1))) != (1, 1) or c.get("data_format", "channels_last") != "channels_last":
+                dilated = tuple(c.get("dilation_rate", (1, 1))) != (1, 1)
+                if dilated or c.get("data_format", "channels_last") != "channels_last":
                     raise ValueError(f"Keras layer {name}: only channels_last, undilated convolutions are supported")
                 pad = c["padding"].upper()
                 if kind == "Conv2D":
@@ -62,23 +72,30 @@ class KerasGraph(nnx.Module):
                     mod = SeparableConv(cin, c["filters"], tuple(c["kernel_size"]), tuple(c["strides"]), pad,
                                         c.get("depth_multiplier", 1), c["use_bias"], rngs=rngs)
                 setattr(self, name, mod)
-                chans[name] = c["filters"]
+                hw = [_out_len(n, k, s, c["padding"]) for n, k, s in zip(shp[:2], c["kernel_size"], c["strides"])]
+                shapes[name] = (*hw, c["filters"])
             elif kind == "BatchNormalization":
                 if c.get("axis", -1) not in (-1, 3):
                     raise ValueError(f"Keras layer {name}: BatchNormalization axis {c['axis']} unsupported")
                 setattr(self, name, nnx.BatchNorm(cin, use_running_average=True, epsilon=c["epsilon"],
                                                   use_bias=c.get("center", True), use_scale=c.get("scale", True),
                                                   rngs=rngs))
-                chans[name] = cin
+                shapes[name] = shp
             elif kind == "Dense":
                 setattr(self, name, nnx.Linear(cin, c["units"], use_bias=c["use_bias"], rngs=rngs))
-                chans[name] = c["units"]
-            elif kind in ("Activation", "Add", "MaxPooling2D", "GlobalAveragePooling2D", "Dropout", "Flatten"):
-                chans[name] = cin
+                shapes[name] = (c["units"],)
+            elif kind in ("MaxPooling2D", "AveragePooling2D"):
+                strides = c.get("strides") or c["pool_size"]
+                hw = [_out_len(n, k, s, c["padding"]) for n, k, s in zip(shp[:2], c["pool_size"], strides)]
+                shapes[name] = (*hw, cin)
+            elif kind == "GlobalAveragePooling2D":
+                shapes[name] = (cin,)
+            elif kind == "Flatten":
+                shapes[name] = (int(np.prod(shp)),)  # Keras channels_last: (H, W, C) order, as NHWC reshape
+            elif kind in ("Activation", "Add", "Dropout"):
+                shapes[name] = shp
             else:
                 raise ValueError(f"Keras layer {name}: class {kind} is not supported")
-            if kind == "Flatten":
-                chans[name] = None  # resolved by the Dense that follows from the input size
             small = {k: c[k] for k in ("activation", "pool_size", "strides", "padding") if k in c}
             spec.append((kind, name, inputs, json.dumps(small, sort_keys=True)))
         self.spec = tuple(spec)
@@ -94,8 +111,10 @@ class KerasGraph(nnx.Module):
             return _act(c["activation"])(xs[0])
         if kind == "Add":
             return sum(xs[1:], xs[0])
-        if kind == "MaxPooling2D":
-            return nnx.max_pool(xs[0], tuple(c["pool_size"]), strides=tuple(c["strides"]), padding=c["padding"].upper())
+        if kind in ("MaxPooling2D", "AveragePooling2D"):
+            pool = nnx.max_pool if kind == "MaxPooling2D" else nnx.avg_pool
+            strides = tuple(c.get("strides") or c["pool_size"])
+            return pool(xs[0], tuple(c["pool_size"]), strides=strides, padding=c["padding"].upper())
         if kind == "GlobalAveragePooling2D":
             return jnp.mean(xs[0], axis=(1, 2))
         if kind == "Flatten":

@@ -22,9 +22,17 @@ class RunCheckpoint:
     """Save and restore a run's state under ``<out_dir>/checkpoints``."""
 
     def __init__(self, directory: str, keep: int = 2):
+        import jax
+
         self.directory = os.path.abspath(directory)
+        me = jax.process_index()
+        os.makedirs(self.directory, exist_ok=True)
+        # Each process of a multi-host run checkpoints its own shard into its own folder:
+        # a manager over this process alone, with no cross-process barrier.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=False, create=True)
+            max_to_keep=keep, enable_async_checkpointing=False, create=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"cms_p{me}"))
         self._mgr = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 

@@ -15,7 +15,6 @@ import time
 import numpy as np
 
 from cms_jax.pipeline import outputs
-from cms_jax.pipeline.checkpoint import RunCheckpoint
 from cms_jax.pipeline.inputs import expand_images
 from cms_jax.pipeline.run import work_dir_for
 
@@ -36,14 +35,13 @@ def wait_for_partials(out_dir: str, count: int, timeout_s: float = 3600.0, poll_
 def merge_processes(cfg, scorer, out_dir: str, count: int, timeout_s: float = 3600.0) -> dict:
     """Merge the partial results of ``count`` processes into the final outputs at ``out_dir``."""
     dirs = wait_for_partials(out_dir, count, timeout_s)
+    scorer.acc_state = scorer.acc.empty_state()
     parts, skipped, seconds = [], [], 0.0
     for d in dirs:
-        ckpt = RunCheckpoint(os.path.join(d, "checkpoints"))
-        restored = ckpt.restore(scorer.state(0))
-        ckpt.close()
-        if restored is None:
-            raise RuntimeError(f"{d} has partial.json but no checkpoint")
-        st, meta = restored
+        with open(os.path.join(d, "partial.json")) as fh:
+            meta = json.load(fh)["meta"]
+        with np.load(os.path.join(d, "partial_state.npz")) as z:
+            st = {k: z[k] for k in z.files}
         diffs = cfg.differences(meta["config"])
         if diffs:
             raise ValueError(f"process folder {d} was computed with other flags: {'; '.join(diffs)}")

@@ -44,7 +44,7 @@ def work_dir_for(out_dir: str, process_index: int, process_count: int) -> str:
     return out_dir if process_count == 1 else os.path.join(out_dir, f"process_{process_index:03d}")
 
 
-def run_cms(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int = 2,
+def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resume: bool = False, workers: int = 2,
             process_index: int = 0, process_count: int = 1, chunk_images: int = 16,
             checkpoint_every_s: float = 30.0, show_progress: bool = True,
             align_cache: str | None = None, stop_after: int = 0) -> dict:
@@ -53,6 +53,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
     Args:
       cfg: what to compute (see `RunConfig`).
       out_dir: where outputs and checkpoints go.
+      scorer: the run's `Scorer` (model, canonical face, engine); built from ``cfg`` when None.
       resume: continue from the checkpoint in ``out_dir`` (refused when flags differ).
       workers: host processes for decoding and MediaPipe alignment.
       process_index, process_count: this process's shard of the images (multi-host).
@@ -73,7 +74,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
     parts_dir = os.path.join(work, "drops_parts")
     os.makedirs(parts_dir, exist_ok=True)
 
-    scorer = Scorer(cfg)
+    scorer = scorer or Scorer(cfg)
     ckpt = RunCheckpoint(os.path.join(work, "checkpoints"))
     start, parts, skipped, seconds_before = 0, [], [], 0.0
     restored = ckpt.restore(scorer.state(0)) if ckpt.latest_step() is not None else None
@@ -142,8 +143,11 @@ def run_cms(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
 
     seconds = seconds_before + time.monotonic() - t_start
     summary = outputs.summary(cfg, scorer, total=len(files), skipped=skipped, seconds=seconds)
+    # A process's final result, in plain files another process can read (Orbax checkpoints are
+    # per-process), written before partial.json, which marks it complete.
+    outputs._atomic_savez(os.path.join(work, "partial_state.npz"), **scorer.state(index))
     with open(os.path.join(work, "partial.json"), "w") as f:
-        json.dump({"summary": summary, "parts": parts}, f)
+        json.dump({"summary": summary, "parts": parts, "meta": meta_now(seconds)}, f)
     if process_count == 1:
         outputs.write_final(out_dir, scorer, [os.path.join(parts_dir, p) for p in parts], summary)
     return summary

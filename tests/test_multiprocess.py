@@ -1,0 +1,67 @@
+"""Multi-host: two processes (jax.distributed on localhost) give the same CMS as one."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _cmd(images, out, cache, extra=()):
+    return [sys.executable, "-m", "experiments.cms", "--model=tiny", f"--images={images}", f"--out_dir={out}",
+            f"--align_cache={cache}", "--workers=1", "--chunk_images=3", "--batch_size=256", *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = ROOT
+    return env
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, shared_dir):
+    d = tmp_path_factory.mktemp("faces")
+    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
+    for name in sorted(os.listdir(src))[20:29]:
+        shutil.copy(os.path.join(src, name), d / name)
+    (d / "zz_bad.jpg").write_text("not an image")
+    return str(d)
+
+
+def test_two_processes_equal_one(images, tmp_path):
+    cache = str(tmp_path / "cache")
+    one = str(tmp_path / "one")
+    subprocess.run(_cmd(images, one, cache), cwd=ROOT, env=_env(), check=True, capture_output=True)
+    two = str(tmp_path / "two")
+    coord = f"localhost:{_free_port()}"
+    procs = [subprocess.Popen(_cmd(images, two, cache, [f"--num_processes=2", f"--process_id={k}",
+                                                         f"--coordinator={coord}"]),
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for k in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=400)
+        assert p.returncode == 0, out.decode()[-3000:]
+    np.testing.assert_allclose(np.load(os.path.join(two, "cms.npy")), np.load(os.path.join(one, "cms.npy")),
+                               rtol=0, atol=1e-6)
+    s1, s2 = (json.load(open(os.path.join(p, "summary.json"))) for p in (one, two))
+    assert s2["processes"] == 2
+    assert (s1["images_total"], s1["images_done"]) == (s2["images_total"], s2["images_done"]) == (10, 9)
+    assert [k["file"] for k in s2["images_skipped"]] == [k["file"] for k in s1["images_skipped"]]
+    d1, d2 = np.load(os.path.join(one, "drops.npz")), np.load(os.path.join(two, "drops.npz"))
+    assert list(d1["files"]) == list(d2["files"])
+    np.testing.assert_allclose(d2["drops"], d1["drops"], atol=1e-6)
+    # Each process scored a disjoint half.
+    parts = [json.load(open(os.path.join(two, f"process_{k:03d}", "partial.json")))["summary"] for k in range(2)]
+    assert sorted(p["images_total"] for p in parts) == [5, 5]
