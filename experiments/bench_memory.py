@@ -1,0 +1,76 @@
+"""Peak memory of the main job against the number of images (it must stay flat).
+
+  CMS_JAX_ASSETS=../shared python -m experiments.bench_memory --model=gender \
+      --images=../shared/faces/utkface --counts=100,500 --out_dir=out/bench_memory
+
+Runs ``experiments.cms`` once per count in a fresh process and reads the peak
+resident set size of the main process and of its largest worker
+(``getrusage``). Prints a table and writes ``bench_memory.json``: the ratio
+of the largest count's peak to the smallest's (target: within 10%).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+_MODEL = flags.DEFINE_string("model", "gender", "Model name or path.")
+_IMAGES = flags.DEFINE_string("images", "", "Images (default: UTKFace from the assets).")
+_COUNTS = flags.DEFINE_list("counts", ["100", "500"], "Numbers of images to compare.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "out/bench_memory", "Output folder.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny model, 4 and 8 images.")
+
+_RUNNER = r"""
+import json, resource, runpy, sys
+sys.argv = ["experiments.cms"] + sys.argv[1:]
+try:
+    runpy.run_module("experiments.cms", run_name="__main__")
+except SystemExit as e:
+    if e.code not in (0, None):
+        raise
+kib = lambda who: resource.getrusage(who).ru_maxrss
+print("RSS_JSON " + json.dumps({"main_kib": kib(resource.RUSAGE_SELF), "worker_kib": kib(resource.RUSAGE_CHILDREN)}))
+"""
+
+
+def measure(model: str, images: str, count: int, out: str) -> dict:
+    """Peak RSS (MiB) of one run of the main job over ``count`` images, in a fresh process."""
+    cmd = [sys.executable, "-c", _RUNNER, f"--model={model}", f"--images={images}", f"--max_images={count}",
+           f"--out_dir={out}", "--workers=2"]
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"run over {count} images failed:\n{res.stderr[-3000:]}")
+    line = next(l for l in res.stdout.splitlines() if l.startswith("RSS_JSON "))
+    rss = json.loads(line[len("RSS_JSON "):])
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    return {"images": count, "images_done": summary["images_done"], "seconds": summary["seconds"],
+            "main_peak_mib": rss["main_kib"] / 1024, "worker_peak_mib": rss["worker_kib"] / 1024}
+
+
+def main(argv):
+    del argv
+    from cms_jax.assets import resolve_dir
+
+    model = "tiny" if _SMOKE.value else _MODEL.value
+    counts = [4, 8] if _SMOKE.value else [int(c) for c in _COUNTS.value]
+    images = _IMAGES.value or str(resolve_dir("utkface"))
+    os.makedirs(_OUT_DIR.value, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in counts:
+            rows.append(measure(model, images, c, os.path.join(tmp, f"run{c}")))
+    ratio = rows[-1]["main_peak_mib"] / rows[0]["main_peak_mib"]
+    print(f"{'images':>7} {'done':>5} {'seconds':>8} {'main peak MiB':>14} {'worker peak MiB':>16}")
+    for r in rows:
+        print(f"{r['images']:>7} {r['images_done']:>5} {r['seconds']:>8.1f} {r['main_peak_mib']:>14.1f} "
+              f"{r['worker_peak_mib']:>16.1f}")
+    print(f"main-process peak RSS ratio {counts[-1]} vs {counts[0]} images: {ratio:.3f} (target <= 1.10)")
+    with open(os.path.join(_OUT_DIR.value, "bench_memory.json"), "w") as f:
+        json.dump({"model": model, "runs": rows, "peak_ratio": ratio}, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
