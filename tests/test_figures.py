@@ -1,0 +1,223 @@
+"""The paper-figure scripts (Figs. 1, 4-7, 14-16) in --smoke mode, and the figure helpers.
+
+Scripts run in this process (their absl flags are registered, parsed and removed one script
+at a time), so jax is imported once; the figures that read a CMS run share one tiny run.
+Outputs are checked for content: PNG size in panels, panels not blank, numbers in range.
+"""
+import importlib
+import json
+import math
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from absl import flags
+
+from cms_jax.figures import common, stats
+from cms_jax.figures.sanity import default_levels, layer_order, randomise
+from cms_jax.pipeline import RunConfig
+
+PANEL = 240  # pixels per panel side: common.panels' 2.4 inches at 100 dpi
+
+
+def run_script(name, *args):
+    """Import experiments.<name> with fresh flags, parse ``args`` and call its main()."""
+    module = f"experiments.{name}"
+    sys.modules.pop(module, None)
+    mod = importlib.import_module(module)
+    own = [f.name for f in flags.FLAGS.get_flags_for_module(mod)]
+    try:
+        flags.FLAGS([module, *args])
+        mod.main([])
+    finally:
+        for n in own:
+            delattr(flags.FLAGS, n)
+        flags.FLAGS.unparse_flags()
+        sys.modules.pop(module, None)
+
+
+def read_png(path, rows, cols, title=True):
+    """The PNG as RGB; asserts it is rows x cols panels and that every panel holds an image."""
+    im = cv2.imread(str(path))
+    assert im is not None, f"{path} does not decode"
+    assert im.shape[:2] == (PANEL * rows + (40 if title else 0), PANEL * cols), im.shape
+    top = 40 if title else 0
+    for r in range(rows):
+        for c in range(cols):
+            cell = im[top + r * PANEL + 30:top + (r + 1) * PANEL - 10, c * PANEL + 10:(c + 1) * PANEL - 10]
+            assert cell.std() > 8, f"{path}: panel ({r}, {c}) is blank"
+    return im[..., ::-1]
+
+
+def colourful(rgb):
+    """Fraction of strongly coloured pixels (a jet heatmap has many; a gray face none)."""
+    rgb = rgb.astype(int)
+    return float(((rgb.max(-1) - rgb.min(-1)) > 100).mean())
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, shared_dir):
+    """One tiny CMS run over 3 CelebA samples, shared by the figures that read a run."""
+    out = tmp_path_factory.mktemp("fig_run")
+    common.run_or_reuse(RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256),
+                        str(out / "tiny"), workers=0, show_progress=False)
+    return out / "tiny"
+
+
+def test_ssim_and_correlations_against_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 50))
+    assert stats.ssim(a, a) == pytest.approx(1.0)
+    assert stats.ssim(a, 3 * a + 7) == pytest.approx(1.0)  # maps are min-max scaled first
+    assert stats.ssim(a, -a) < 0
+    noisy = [stats.ssim(a, a + s * rng.normal(size=a.shape)) for s in (0.1, 0.5, 2.0)]
+    assert noisy[0] > noisy[1] > noisy[2]
+    b = np.exp(a)  # monotone: rank correlation 1, linear correlation below 1
+    assert stats.spearman(a, b) == pytest.approx(1.0)
+    assert stats.pearson(a, b) < 0.9
+    assert stats.pearson(a, b) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    mask = np.zeros(a.shape, bool)
+    mask[:10] = True
+    c = np.where(mask, a, rng.normal(size=a.shape))
+    assert stats.spearman(a, c, mask) == pytest.approx(1.0) and stats.spearman(a, c) < 0.6
+    with pytest.raises(ValueError, match="same shape"):
+        stats.pearson(a, a[:5])
+
+
+def test_randomise_redraws_only_the_named_layers_with_their_statistics():
+    params = {"conv1": {"kernel": np.full((3, 3, 1, 400), 0.5, np.float32) + np.linspace(0, 1, 400, dtype=np.float32)},
+              "bn1": {"scale": np.ones(4, np.float32)},
+              "dense": {"kernel": np.random.default_rng(1).normal(2.0, 3.0, (100, 50)).astype(np.float32),
+                        "bias": np.zeros(50, np.float32)}}
+    assert layer_order(params) == ["conv1", "dense"]
+    out = randomise(params, ["dense"], seed=3)
+    assert out["conv1"] is params["conv1"] and out["bn1"] is params["bn1"]
+    k = out["dense"]["kernel"]
+    assert k.shape == (100, 50) and k.dtype == np.float32
+    assert not np.allclose(k, params["dense"]["kernel"])
+    assert abs(k.mean() - 2.0) < 0.1 and abs(k.std() - 3.0) < 0.1
+    assert (out["dense"]["bias"] == 0).all()  # std 0: nothing to draw
+    with pytest.raises(ValueError, match="no layers"):
+        randomise(params, ["fc9"])
+    assert default_levels(15) == [1, 2, 3, 4, 8, 15] and default_levels(1) == [1]
+
+
+def test_fig01_smoke_and_models_side_by_side(tmp_path, run_dir):
+    for name in ("tiny", "again"):  # finished runs with the smoke config are reused, not recomputed
+        (tmp_path / name).mkdir()
+        for f in ("cms.npy", "drops.npz", "summary.json"):
+            shutil.copy(run_dir / f, tmp_path / name / f)
+    run_script("fig01_tasks", "--smoke", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig01.json")
+    assert r["panels"] == 1 and r["models"]["tiny"]["images_done"] == 3
+    assert sum(r["models"]["tiny"]["region_shares"].values()) == pytest.approx(100.0)
+    read_png(tmp_path / "fig01.png", 1, 1)
+    from cms_jax.figures import tasks
+    r = tasks.figure(RunConfig(images=common.smoke_images(3)), str(tmp_path), model_names=["tiny", "nope"],
+                     extra={"again": "tiny"}, workers=0)
+    assert list(r["models"]) == ["tiny", "again"] and "not a built-in model name" in r["skipped"]["nope"]
+    assert colourful(read_png(tmp_path / "fig01.png", 1, 2)) > 0.05
+    top = r["models"]["tiny"]["top2pct_pixels_by_region"]
+    assert sum(top.values()) == pytest.approx(100.0)
+
+
+def test_fig04_density_normalisation(tmp_path, run_dir):
+    run_script("fig04_density", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig04.json")
+    assert len(r["faces"]) == 2 and r["images"] == 3
+    for shares in [r["mean"]["shares_normalised"], r["mean"]["shares_unnormalised"]] + [
+            f["shares_normalised"] for f in r["faces"]]:
+        assert sum(shares.values()) == pytest.approx(100.0, abs=1e-6)
+    lo, hi = r["density_range"]
+    assert lo >= 1 and hi > 3 * lo  # the mesh is far from uniform: that is why Eq. 5 exists
+    assert -1 <= r["mean"]["spearman_raw_vs_normalised"] < 0.999
+    read_png(tmp_path / "fig04.png", 3, 3)
+
+
+def test_fig05_correlation_reaches_one_at_the_whole_set(tmp_path, run_dir):
+    run_script("fig05_num_images", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig05.json")
+    assert [c["n"] for c in r["curve"]] == [1, 2, 3] and r["orders"] == 5
+    last = r["curve"][-1]
+    assert last["pearson_mean"] == pytest.approx(1.0, abs=1e-5) and last["spearman_sd"] < 1e-6
+    p = np.asarray(r["pearson"])
+    assert p.shape == (5, 3) and (np.abs(p) <= 1 + 1e-9).all() and p[:, 0].mean() < 0.999
+    im = cv2.imread(str(tmp_path / "fig05.png"))
+    assert im is not None and im.shape == (380, 550, 3) and im.std() > 10
+    read_png(tmp_path / "fig05_maps.png", 1, 3)
+
+
+def test_fig06_and_fig14_per_image_maps(tmp_path, run_dir):
+    run_script("fig06_maps", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path / 'f6'}")
+    r = load(tmp_path / "f6" / "fig06.json")
+    assert len(r["faces"]) == 2 and r["panels_per_row"] == 5
+    for face in r["faces"]:
+        assert 0 < face["clean"] <= 1 and all(math.isfinite(v) for v in face["occlusion_range"])
+        assert face["reprojected_range"][1] > face["reprojected_range"][0]
+    rgb = read_png(tmp_path / "f6" / "fig06.png", 2, 5)
+    assert colourful(rgb[40:40 + PANEL, PANEL:2 * PANEL]) > 0.2  # the occlusion map is a heatmap
+    run_script("fig14_individual", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path / 'f14'}")
+    r = load(tmp_path / "f14" / "fig14.json")
+    assert len(r["faces"]) == 3 and r["panels"] == {"rows": 2, "cols": 4}
+    for face in r["faces"]:
+        assert all(-1 <= v <= 1 for v in face["cis_vs_cms"].values())
+    im = cv2.imread(str(tmp_path / "f14" / "fig14.png"))
+    assert im.shape[:2] == (40 + 2 * PANEL, 4 * PANEL) and im.std() > 10
+
+
+def test_fig07_sanity_smoke(tmp_path, shared_dir):
+    run_script("fig07_sanity", "--smoke", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig07.json")
+    assert r["faces"] == 3 and r["layer_order"][-1] == "fc8" and r["layer_order"][0] == "conv1_1"
+    assert [l["layers_randomised"] for l in r["levels"]] == [1, 4, 10]
+    assert r["levels"][0]["layers"] == ["fc8"] and r["levels"][1]["layers"][-1] == "conv5_3"
+    for lvl in r["levels"]:
+        for key in ("spearman", "spearman_abs", "ssim", "pearson"):
+            assert -1 <= lvl[key] < 0.99, (key, lvl[key])  # random weights: not the trained map
+    maps = np.load(tmp_path / "fig07_maps.npz")
+    assert maps["randomised"].shape == (3, 256, 256) and np.abs(maps["trained"]).max() > 0
+    read_png(tmp_path / "fig07_maps.png", 1, 4, title=False)
+    im = cv2.imread(str(tmp_path / "fig07.png"))
+    assert im is not None and im.std() > 10
+
+
+def test_fig15_pairs_table(tmp_path, shared_dir):
+    run_script("fig15_pairs", "--smoke", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig15.json")
+    assert r["classes"] == ["class_0", "class_1"] and len(r["pairs"]) == 2
+    first = r["pairs"][0]
+    for side in ("conf_a", "conf_b"):
+        assert sum(first[side].values()) == pytest.approx(1.0, abs=1e-5)  # softmax confidences
+    assert first["label_conf_change"] == pytest.approx(first["conf_b"]["class_0"] - first["conf_a"]["class_0"])
+    assert "label_conf_change" not in r["pairs"][1]
+    md = (tmp_path / "fig15.md").read_text().strip().splitlines()
+    assert len(md) == 4 and md[2].startswith("| 000686.jpg |")
+    read_png(tmp_path / "fig15.png", 1, 4)
+
+
+def test_fig15_rejects_a_bad_csv(tmp_path):
+    from cms_jax.figures.pairs import read_pairs
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a.jpg\n")
+    with pytest.raises(ValueError, match="line 1: expected file_a,file_b"):
+        read_pairs(str(bad))
+    ok = tmp_path / "ok.csv"
+    ok.write_text("file_a,file_b,label\nx/a.jpg,/abs/b.jpg,woman\n")
+    assert read_pairs(str(ok)) == [(str(tmp_path / "x" / "a.jpg"), "/abs/b.jpg", "woman")]
+
+
+def test_fig16_patch_sizes(tmp_path, shared_dir):
+    run_script("fig16_patch_size", "--smoke", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "fig16.json")
+    assert r["reference_patch"] == 2 and [s["patch_size"] for s in r["sizes"]] == [1, 2, 6]
+    assert r["sizes"][1]["spearman_vs_2"] == pytest.approx(1.0)
+    assert all(-1 <= s["spearman_vs_2"] <= 1 for s in r["sizes"])
+    fs = [s["canonical_patch_size"] for s in r["sizes"]]
+    assert fs[0] < fs[1] < fs[2] and fs[2] == pytest.approx(3 * fs[1])
+    read_png(tmp_path / "fig16.png", 1, 4)
