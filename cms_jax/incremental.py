@@ -38,10 +38,13 @@ def _precision(dtype):
 
 
 def _conv(x, p, dtype, padding):
+    # bf16 in, fp32 accumulation. XLA:CPU takes an fp32 result type; cuDNN accumulates bf16 convs
+    # in fp32 itself and may not offer a bf16-in/fp32-out kernel, so on GPUs the sum is returned
+    # in bf16 (one extra rounding, before the bias) rather than risk an fp32 fallback.
+    out = jnp.float32 if (dtype == jnp.float32 or jax.default_backend() == "cpu") else dtype
     y = lax.conv_general_dilated(x.astype(dtype), p["kernel"].astype(dtype), (1, 1), padding,
-                                 dimension_numbers=_DN, precision=_precision(dtype),
-                                 preferred_element_type=jnp.float32)
-    return jax.nn.relu(y + p["bias"].astype(jnp.float32)).astype(dtype)
+                                 dimension_numbers=_DN, precision=_precision(dtype), preferred_element_type=out)
+    return jax.nn.relu(y.astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(dtype)
 
 
 def _conv_valid(x, p, dtype):
@@ -151,6 +154,11 @@ def _mesh():
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
 
 
+def replicate(tree):
+    """Places a pytree (params) on every device once, so repeated calls skip the host-to-device copy."""
+    return jax.device_put(tree, NamedSharding(_mesh(), P()))
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled(arch, patch_size, method, dtype_name, fill, switch_fraction, ndev):
     """Jitted (clean, chunk) functions; cached so repeated calls never retrace."""
@@ -185,7 +193,8 @@ def occluded_logits(params, arch: VGGArch, image, patch_xy, patch_size: int = 15
     """Logits of the clean image and of one occluded copy per vertex.
 
     Args:
-      params: plain VGG params dict (see module docstring).
+      params: plain VGG params dict (see module docstring); pass ``replicate(params)``
+        when calling per face, so the weights are copied to the devices once.
       arch: the architecture; ``arch.input_hw`` must equal the image size.
       image: (H, W, C) float32, preprocessed.
       patch_xy: (V, 2) square centres, x = column, y = row, pixels.

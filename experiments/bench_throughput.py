@@ -10,10 +10,17 @@ the same weights (its drops are checked against JAX's). Small real models
 the device's measured dense matmul rate. Prints a table, writes
 ``<out_dir>/bench_throughput.json``.
 
-Reproduce (CPU, a few minutes):
-  python -m experiments.bench_throughput --out_dir=/tmp/bench --vertices=64 --faces=2
+Methods are timed face by face in turn (round robin), so load from other
+processes slows them alike and the ratios stay meaningful on a shared machine.
+
+Reproduce (CPU, 2 cores: 4-7 minutes depending on load):
+  CMS_JAX_ASSETS=../shared python -m experiments.bench_throughput --out_dir=/tmp/bench_cpu \
+      --vertices=64 --faces=3 --seconds_per_method=60
+  (2026-11-28, 2 shared EPYC cores at load 7-12: passes/s dense fp32 1.82, dense bf16 1.84,
+  incremental 13.8, incremental bf16 12.0, torch reference 1.82 -- incremental 7.6x dense and torch.)
 Smoke (seconds): python -m experiments.bench_throughput --out_dir=/tmp/bench --smoke
-GPU: python -m experiments.bench_throughput --out_dir=/tmp/bench --vertices=468 --faces=8
+GPU: python -m experiments.bench_throughput --out_dir=/tmp/bench_gpu --vertices=468 --faces=8 \
+      --chunk=128 --torch_vertices=64 --seconds_per_method=30
 """
 import json
 import os
@@ -32,7 +39,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for bench_throughput.jso
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny VGG at 32 px, a few vertices: runs in seconds.")
 _VERTICES = flags.DEFINE_integer("vertices", 64, "Occluded copies per face (468 = MediaPipe mesh).")
 _FACES = flags.DEFINE_integer("faces", 2, "Faces timed per method (at most; see --seconds_per_method).")
-_SECONDS = flags.DEFINE_float("seconds_per_method", 60.0, "Stop timing a method after this many seconds.")
+_SECONDS = flags.DEFINE_float("seconds_per_method", 30.0, "Stop timing a method after this many seconds.")
 _PATCH = flags.DEFINE_integer("patch_size", 15, "Side of the occluding square, pixels.")
 _CHUNK = flags.DEFINE_integer("chunk", 32, "Occluded copies per device call (JAX paths).")
 _TORCH_VERTICES = flags.DEFINE_integer("torch_vertices", 0, "Vertices for the torch reference (0: --vertices).")
@@ -147,9 +154,8 @@ def bench_vgg(arch, params, faces, results, channels):
     row = {"model": f"vgg16_{arch.input_hw[0]}px" if arch.blocks == VGG16.blocks else f"tiny_vgg_{arch.input_hw[0]}px",
            "vertices": v, "patch_size": sz, "dense_flops_per_pass": dense_flops,
            "incremental_flops_per_pass": inc_flops, "passes_per_s": {}, "faces_per_s": {}}
-    rep = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)), jax.sharding.PartitionSpec())
-    p32 = jax.device_put(jax.tree.map(jnp.asarray, params), rep)
-    p16 = jax.device_put(inc.cast_kernels(params, jnp.bfloat16), rep)
+    p32 = inc.replicate(jax.tree.map(jnp.asarray, params))
+    p16 = inc.replicate(inc.cast_kernels(params, jnp.bfloat16))
     targets, runners, counts = {}, {}, {}
     jax_methods = {"dense_fp32": ("dense", p32, jnp.float32), "dense_bf16": ("dense", p16, jnp.bfloat16),
                    "incremental": ("incremental", p32, jnp.float32),

@@ -7,7 +7,7 @@ Writes fig01.png (one CMS per model), fig01.json (region shares and peaks per mo
 one CMS run per model in OUT_DIR/<model>. --vgg_weights adds VGG-Face (or a fine-tuned VGG:
 any model path `cms_jax.models.load` reads). --smoke runs in seconds on the tiny model.
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from cms_jax.figures import common, tasks
 from cms_jax.pipeline import RunConfig
@@ -24,6 +24,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 Cele
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     if _SMOKE.value:
         base = RunConfig(images=common.smoke_images(3), batch_size=256)
         result = tasks.figure(base, _OUT_DIR.value, model_names=["tiny"], workers=0)

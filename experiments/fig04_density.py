@@ -10,7 +10,7 @@ of experiments/cms.py (its drops.npz; no rescoring); otherwise the run goes to O
 """
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from cms_jax.figures import common, density
 from cms_jax.pipeline import RunConfig
@@ -27,6 +27,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 Cele
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     if _CMS_DIR.value:
         run = common.load_run(_CMS_DIR.value)
     else:

@@ -7,7 +7,7 @@ Writes fig06.png (one row per face) and fig06.json. The CMS is that of the image
 OUT_DIR/cms, or --cms_dir: a finished run of experiments/cms.py, whose settings are then used).
 --smoke runs in seconds on the tiny model.
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from cms_jax.figures import common, maps
 from cms_jax.pipeline import RunConfig
@@ -24,6 +24,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 Cele
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     if _SMOKE.value:
         cfg = RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256)
     else:

@@ -9,7 +9,7 @@ CMS of each model), fig07_maps.npz and fig07.json. --levels picks how many outpu
 are randomised at each step (default 1, 2, 3, 4, 8, ..., all). --smoke runs in seconds on the
 tiny model.
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from cms_jax.figures import common, sanity
 from cms_jax.pipeline import RunConfig
@@ -27,6 +27,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 Cele
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     if _SMOKE.value:
         cfg, levels = RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256), [1, 4, 10]
     else:

@@ -8,7 +8,7 @@ fig14.json (each CIS's similarity to the CMS). The CMS is that of the image set 
 OUT_DIR/cms, or --cms_dir: a finished run of experiments/cms.py). --smoke runs in seconds on
 the tiny model.
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from cms_jax.figures import common, individual
 from cms_jax.pipeline import RunConfig
@@ -25,6 +25,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 Cele
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     if _SMOKE.value:
         cfg = RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256)
     else:

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 
 from cms_jax.align import CanonicalFace, mesh_io, raster, subdivide as subdiv, visibility
-from cms_jax.align._assets import resolve
+from cms_jax.assets import resolve
 
 
 @pytest.fixture(scope="module")

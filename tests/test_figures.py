@@ -148,6 +148,8 @@ def test_fig05_correlation_reaches_one_at_the_whole_set(tmp_path, run_dir):
     assert last["pearson_mean"] == pytest.approx(1.0, abs=1e-5) and last["spearman_sd"] < 1e-6
     p = np.asarray(r["pearson"])
     assert p.shape == (5, 3) and (np.abs(p) <= 1 + 1e-9).all() and p[:, 0].mean() < 0.999
+    split = r["split_half_curve"]  # disjoint halves of 3 images: one image against another
+    assert [c["n"] for c in split] == [1] and -1 <= split[0]["pearson_mean"] < 0.999
     im = cv2.imread(str(tmp_path / "fig05.png"))
     assert im is not None and im.shape == (380, 550, 3) and im.std() > 10
     read_png(tmp_path / "fig05_maps.png", 1, 3)

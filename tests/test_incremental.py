@@ -101,6 +101,8 @@ def test_bf16_runs_and_correlates():
     corr = inc.bf16_fidelity(params, TINY, [image], [xy], 8)
     assert corr.shape == (1,) and corr[0] > 0.99
     assert abs(corr[0] - inc.pearson(d16, d32)) < 1e-3
+    d16_dense, _ = inc.dense_drops(params, TINY, image, xy, 8, target=0, compute_dtype=jnp.bfloat16)
+    assert inc.pearson(d16, d16_dense) > 0.99  # the incremental bf16 path adds no error of its own
 
 
 def test_no_retrace_on_second_call():

@@ -129,7 +129,7 @@ def align_files(paths, workers: int = 2, cache_dir=None, num_faces: int = 4,
       One ``AlignResult`` per path, in the order given.
     """
     t0 = time.perf_counter()
-    from cms_jax.align._assets import resolve
+    from cms_jax.assets import resolve
     model_path = str(model_path or resolve("face_landmarker"))
     paths = [str(p) for p in paths]
     cache = pathlib.Path(cache_dir) if cache_dir is not None else None

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from cms_jax.align import raster, subdivide as subdiv, visibility
-from cms_jax.align._assets import resolve
+from cms_jax.assets import resolve
 
 DEFAULT_CANVAS = 256
 DEFAULT_MARGIN = 0.1

@@ -63,7 +63,7 @@ class Landmarker:
     def __init__(self, model_path=None, num_faces: int = 4, min_detection_confidence: float = 0.5):
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
-        from cms_jax.align._assets import resolve
+        from cms_jax.assets import resolve
 
         self._mp = mp
         self.model_path = str(model_path or resolve("face_landmarker"))

@@ -126,8 +126,8 @@ def panels(tiles: list[np.ndarray], titles: list[str], path: str, *, cols: int |
         raise ValueError(f"panels: need one title per tile, got {len(tiles)} tiles and {len(titles)} titles")
     cols = cols or len(tiles)
     rows = -(-len(tiles) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
-                             squeeze=False)
+    height = size * rows + (0.4 if suptitle else 0)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, height), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, tile, title in zip(axes.ravel(), tiles, titles):
@@ -135,7 +135,7 @@ def panels(tiles: list[np.ndarray], titles: list[str], path: str, *, cols: int |
         ax.set_title(title, fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.4 / height if suptitle else 0)))  # keep the suptitle's strip free
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100, facecolor="white")
     plt.close(fig)

@@ -1,6 +1,9 @@
 """Fig. 5: how many images a CMS needs. The CMS (Eq. 6) of the first n images of random orders
 against the CMS of the whole set, Pearson and Spearman over the canonical face.
 
+Since a large subset shares most of its images with the whole set, the
+CMS of n images from one half of the set is also compared with that of n
+images from the other half (split-half reliability, disjoint images).
 Subsets are formed from a run's stored per-vertex drops with a streaming
 `CMSAccumulator` (no rescoring): each order adds its images once, and the
 map is read off at every n. The paper reports the trends visible from 100
@@ -29,30 +32,48 @@ def subset_sizes(total: int, ns=DEFAULT_NS) -> list[int]:
 def curves(run: common.Run, ns: list[int], orders: int = 5, seed: int = 0) -> dict:
     """Correlations of the CMS of the first n images with the whole-set CMS, per random order.
 
+    A subset of n images shares n of its images with the whole set, which
+    inflates its correlation as n nears the set's size; so each order is also
+    split in two halves, and the CMS of the first n images of one half is
+    compared with that of the first n of the other (disjoint images, n up to
+    half the set).
+
     Returns:
-      dict with ns, pearson and spearman ((orders, len(ns)) lists), and maps (CMS at each n, first order).
+      dict with ns, pearson and spearman ((orders, len(ns))), split_ns and split_pearson /
+      split_spearman ((orders, len(split_ns))), and maps (the CMS at each n, first order).
     """
     acc = CMSAccumulator(run.canon.canvas_hw)
     rng = np.random.default_rng(seed)
-    full, cov = run.cms, run.coverage
+    full, cov, total = run.cms, run.coverage, len(run.files)
+    split_ns = [n for n in ns if n <= total // 2]
     pear, spear, maps = np.zeros((orders, len(ns))), np.zeros((orders, len(ns))), []
+    s_pear, s_spear = np.zeros((orders, len(split_ns))), np.zeros((orders, len(split_ns)))
+
+    def add(state, idx):
+        return acc.add_drops(state, run.drops[idx], run.valid[idx], run.canon.vertices, run.f)
+
     for o in range(orders):
-        order = rng.permutation(len(run.files))
+        order = rng.permutation(total)
         state, done = acc.empty_state(), 0
         for j, n in enumerate(ns):
-            idx = order[done:n]
-            state = acc.add_drops(state, run.drops[idx], run.valid[idx], run.canon.vertices, run.f)
-            done = n
+            state, done = add(state, order[done:n]), n
             cms_n = acc.result(state)
             pear[o, j] = stats.pearson(full, cms_n, cov)
             spear[o, j] = stats.spearman(full, cms_n, cov)
             if o == 0:
                 maps.append(cms_n)
-    return {"ns": list(ns), "pearson": pear, "spearman": spear, "maps": maps}
+        half_a, half_b = order[:total // 2], order[total // 2:]
+        sa, sb, done = acc.empty_state(), acc.empty_state(), 0
+        for j, n in enumerate(split_ns):
+            sa, sb, done = add(sa, half_a[done:n]), add(sb, half_b[done:n]), n
+            s_pear[o, j] = stats.pearson(acc.result(sa), acc.result(sb), cov)
+            s_spear[o, j] = stats.spearman(acc.result(sa), acc.result(sb), cov)
+    return {"ns": list(ns), "pearson": pear, "spearman": spear, "maps": maps, "split_ns": split_ns,
+            "split_pearson": s_pear, "split_spearman": s_spear}
 
 
 def figure(run: common.Run, out_dir: str, *, ns=DEFAULT_NS, orders: int = 5, seed: int = 0) -> dict:
-    """Write fig05.png (correlation against n, mean ± sd over orders), fig05_maps.png and fig05.json.
+    """Write fig05.png (correlations against n, mean ± sd over orders), fig05_maps.png and fig05.json.
 
     Args:
       run: a finished pipeline run over the whole set.
@@ -71,13 +92,19 @@ def figure(run: common.Run, out_dir: str, *, ns=DEFAULT_NS, orders: int = 5, see
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key, colour in (("pearson", "tab:blue"), ("spearman", "tab:orange")):
         m, s = c[key].mean(0), c[key].std(0)
-        ax.errorbar(sizes, m, yerr=s, marker="o", capsize=3, color=colour, label=key.capitalize())
+        ax.errorbar(sizes, m, yerr=s, marker="o", capsize=3, color=colour, label=f"{key.capitalize()} vs all")
+        if c["split_ns"]:
+            m, s = c["split_" + key].mean(0), c["split_" + key].std(0)
+            ax.errorbar(c["split_ns"], m, yerr=s, marker="s", ls="--", capsize=3, color=colour,
+                        label=f"{key.capitalize()}, disjoint halves")
     ax.set_xscale("log")
     ax.set_xlabel("images n in the CMS")
-    ax.set_ylabel(f"correlation with the CMS of all {len(run.files)}")
-    ax.set_ylim(min(0.0, float(min(c["pearson"].min(), c["spearman"].min()))) - 0.05, 1.02)
+    ax.set_ylabel(f"correlation (whole set: {len(run.files)} images)")
+    low = min([0.0] + [float(c[k].min()) for k in ("pearson", "spearman", "split_pearson", "split_spearman")
+                       if c[k].size])
+    ax.set_ylim(low - 0.05, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.set_title(f"Fig. 5: {run.summary['model']}, {orders} random orders (mean ± sd)", fontsize=9)
     fig.tight_layout()
     os.makedirs(out_dir, exist_ok=True)
@@ -88,6 +115,10 @@ def figure(run: common.Run, out_dir: str, *, ns=DEFAULT_NS, orders: int = 5, see
     table = [{"n": n, "pearson_mean": float(c["pearson"][:, j].mean()), "pearson_sd": float(c["pearson"][:, j].std()),
               "spearman_mean": float(c["spearman"][:, j].mean()),
               "spearman_sd": float(c["spearman"][:, j].std())} for j, n in enumerate(sizes)]
+    split = [{"n": n, "pearson_mean": float(c["split_pearson"][:, j].mean()),
+              "pearson_sd": float(c["split_pearson"][:, j].std()),
+              "spearman_mean": float(c["split_spearman"][:, j].mean()),
+              "spearman_sd": float(c["split_spearman"][:, j].std())} for j, n in enumerate(c["split_ns"])]
     return common.write_json(os.path.join(out_dir, "fig05.json"), {
         "model": run.summary["model"], "cms_dir": run.out_dir, "images": len(run.files), "orders": orders,
-        "seed": seed, "curve": table, "pearson": c["pearson"], "spearman": c["spearman"]})
+        "seed": seed, "curve": table, "split_half_curve": split, "pearson": c["pearson"], "spearman": c["spearman"]})

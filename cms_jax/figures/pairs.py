@@ -81,7 +81,7 @@ def figure(cfg: RunConfig, pairs_csv: str, out_dir: str) -> dict:
     by_path = {f.path: f for f in faces}
     conf = dict(zip([f.path for f in faces], confidences(scorer, np.stack([f.crop for f in faces])))) if faces else {}
     rows, tiles, titles = [], [], []
-    for a, b, label in pairs:
+    for i, (a, b, label) in enumerate(pairs):
         if a not in conf or b not in conf:
             rows.append({"file_a": a, "file_b": b, "label": label, "error": "face not found in "
                          + " and ".join(p for p in (a, b) if p not in conf)})
@@ -93,9 +93,9 @@ def figure(cfg: RunConfig, pairs_csv: str, out_dir: str) -> dict:
         if li is not None:
             row["label_conf_change"] = float(conf[b][li] - conf[a][li])
         rows.append(row)
-        for p in (a, b):
+        for side, p in (("a", a), ("b", b)):
             tiles.append(per_image.face_rgb(by_path[p]))
-            titles.append(os.path.basename(p)[:24] + "\n" + ", ".join(f"{c} {v:.2f}" for c, v in
+            titles.append(f"{i + 1}{side}: " + os.path.basename(p)[:24] + "\n" + ", ".join(f"{c} {v:.2f}" for c, v in
                                                                         zip(classes, conf[p]) if v >= 0.05)[:60])
     if tiles:
         common.panels(tiles, titles, os.path.join(out_dir, "fig15.png"), cols=min(len(tiles), 6),

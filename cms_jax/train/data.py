@@ -6,7 +6,8 @@ then the model's crop policy and margin), so a model fine-tuned here sees the
 same crops the CMS job will show it (the paper's Eq. 1 input ``I``); ``resize``
 only resizes, for faces that are already cropped (UTKFace chips, tests).
 
-Crops stay uint8 on the host and are preprocessed per batch. The batch order
+Crops stay uint8 in host memory and are preprocessed per batch (588 UTKFace
+faces at 224x224 take 88 MB; a CelebA-sized set would need a streaming reader). The batch order
 is a pure function of ``(seed, step)``: epoch ``e`` is a permutation drawn
 from ``numpy.random.default_rng([seed, e])``, so a resumed run sees exactly
 the batches an uninterrupted one would. The train/validation split is a hash
