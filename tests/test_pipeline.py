@@ -75,3 +75,19 @@ def test_resume_of_a_finished_run_changes_nothing(finished_run):
     again = run_job(cfg, out, workers=0, resume=True)
     assert again["images_done"] == summary["images_done"]
     np.testing.assert_array_equal(np.load(os.path.join(out, "cms.npy")), before)
+
+
+def test_incremental_scoring_gives_the_dense_drops(image_dir, tmp_path, finished_run):
+    cfg, out, _ = finished_run
+    inc = str(tmp_path / "inc")
+    run_job(dataclasses.replace(cfg, incremental=True), inc, workers=0, chunk_images=3)
+    a, b = np.load(os.path.join(out, "drops.npz")), np.load(os.path.join(inc, "drops.npz"))
+    assert list(a["files"]) == list(b["files"])
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    np.testing.assert_allclose(b["drops"], a["drops"], rtol=1e-4, atol=1e-5)
+
+
+def test_incremental_refuses_a_non_vgg_model(tmp_path):
+    from cms_jax.pipeline.scoring import Scorer
+    with pytest.raises(ValueError, match="--incremental needs a VGG-family model"):
+        Scorer(RunConfig(model="gender", incremental=True))

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cms_jax import models
 from cms_jax.accumulate import CMSAccumulator
 from cms_jax.align.canonical import CanonicalFace
 from cms_jax.align.visibility import visible_vertices
-from cms_jax.engine import OcclusionEngine
+from cms_jax import occlusion as occ
+from cms_jax.engine import EngineResult, OcclusionEngine
 from cms_jax.occlusion import default_patch_size
 from cms_jax.projection import splat
 from cms_jax import sharding
@@ -63,6 +65,14 @@ class Scorer:
         mesh = sharding.data_mesh(devices if devices is not None else jax.local_devices())
         self.engine = OcclusionEngine(self.model, score=cfg.score, batch_size=cfg.batch_size,
                                       images_per_group=16, mesh=mesh)
+        self._incremental = None
+        if cfg.incremental:
+            from cms_jax import incremental
+            try:
+                params, arch = incremental.from_face_model(self.model)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"--incremental needs a VGG-family model; {cfg.model!r} is not one: {e}") from None
+            self._incremental = (incremental.replicate(params), arch)
         self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce)
         self.acc_state = self.acc.empty_state()
 
@@ -131,8 +141,9 @@ class Scorer:
         if targets is not None and (targets < 0).any():
             raise ValueError("labels must be given for every image of a run or for none")
         try:
-            res = self.engine.run(x, np.stack(xys), valid=np.stack(valids), targets=targets,
-                                  patch_size=self.patch, fill=self.cfg.fill)
+            run = self._run_incremental if self._incremental else self.engine.run
+            res = run(x, np.stack(xys), valid=np.stack(valids), targets=targets,
+                      patch_size=self.patch, fill=self.cfg.fill)
         except Exception as e:  # never lose the run to one chunk: retry image by image
             if len(files) == 1:
                 return None, failed + [{"file": files[0], "reason": f"scoring failed: {e}"}]
@@ -153,6 +164,22 @@ class Scorer:
             return None, failed
         return ChunkResult([files[i] for i in keep], res.drops[keep], res.valid[keep],
                            res.targets[keep], res.clean[keep]), failed
+
+    def _run_incremental(self, x, xys, *, valid, targets, patch_size, fill) -> EngineResult:
+        """The engine's contract, computed with exact incremental inference (VGG family)."""
+        from cms_jax import incremental
+        params, arch = self._incremental
+        n, v = xys.shape[:2]
+        drops, tg, clean = np.zeros((n, v), np.float32), np.zeros(n, np.int32), np.zeros(n, np.float32)
+        for i in range(n):
+            c_logits, o_logits = incremental.occluded_logits(params, arch, x[i], xys[i], patch_size, fill=fill)
+            tg[i] = int(np.argmax(c_logits)) if targets is None else int(targets[i])
+            mode = occ.score_mode(self.cfg.score, self.model.outputs_are_probs, self.model.output)
+            c_conf = np.asarray(occ.confidences(jnp.asarray(c_logits)[None], mode))[0, tg[i]]
+            o_conf = np.asarray(occ.confidences(jnp.asarray(o_logits), mode))[:, tg[i]]
+            clean[i] = c_conf
+            drops[i] = np.where(valid[i], occ.drops_from_confidences(np.full(v, c_conf), o_conf), 0.0)
+        return EngineResult(drops=drops, targets=tg, clean=clean, valid=np.asarray(valid))
 
     def accumulate(self, result: ChunkResult) -> None:
         """Add the chunk's CIS maps (Eqs. 4-5) to the CMS sum (Eq. 6)."""
