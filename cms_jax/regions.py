@@ -82,10 +82,37 @@ def region_shares(saliency: np.ndarray, masks: dict[str, np.ndarray]) -> dict[st
     return {k: (100.0 * pos[m].sum() / total if total > 0 else 0.0) for k, m in masks.items()}
 
 
-def shares_table(maps: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> tuple[dict, str]:
-    """Region shares of several named maps, as a dict and a markdown table."""
-    table = {name: region_shares(m, masks) for name, m in maps.items()}
-    head = "| map | " + " | ".join(REGIONS) + " |\n|---|" + "---:|" * len(REGIONS) + "\n"
-    rows = "".join(f"| {name} | " + " | ".join(f"{v[r]:.1f}" for r in REGIONS) + " |\n"
-                   for name, v in table.items())
-    return table, head + rows
+def region_density(saliency: np.ndarray, masks: dict[str, np.ndarray],
+                   coverage: np.ndarray | None = None) -> dict[str, float]:
+    """Mean positive saliency per pixel of each region, relative to the mean over all regions.
+
+    1.0 means the region holds saliency in proportion to its area; the share
+    alone favours large regions (jaw and cheeks). Only pixels in ``coverage``
+    (where the map is defined, N > 0) count; regions without such pixels get 0.
+    """
+    pos = np.clip(np.asarray(saliency, np.float64), 0, None)
+    cov = np.ones(pos.shape, bool) if coverage is None else np.asarray(coverage, bool)
+    overall = pos[cov].mean() if cov.any() else 0.0
+    out = {}
+    for k, m in masks.items():
+        sel = m & cov
+        out[k] = float(pos[sel].mean() / overall) if sel.any() and overall > 0 else 0.0
+    return out
+
+
+def shares_table(maps: dict[str, np.ndarray], masks: dict[str, np.ndarray],
+                 coverage: np.ndarray | None = None) -> tuple[dict, str]:
+    """Region shares (%) and area-relative densities of several named maps: a dict and markdown.
+
+    Returns:
+      ``({map: {"share": {region: %}, "density": {region: ratio}}}, markdown)``.
+    """
+    table = {name: {"share": region_shares(m, masks), "density": region_density(m, masks, coverage)}
+             for name, m in maps.items()}
+    md = ""
+    for key, title, fmt in (("share", "Share of positive saliency (%)", "{:.1f}"),
+                            ("density", "Saliency per pixel relative to the face average", "{:.2f}")):
+        md += f"**{title}**\n\n| map | " + " | ".join(REGIONS) + " |\n|---|" + "---:|" * len(REGIONS) + "\n"
+        md += "".join(f"| {name} | " + " | ".join(fmt.format(v[key][r]) for r in REGIONS) + " |\n"
+                      for name, v in table.items()) + "\n"
+    return table, md

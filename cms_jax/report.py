@@ -30,7 +30,7 @@ def _table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
 
 def write_report(path: str, *, summary: dict, cms_png: np.ndarray, regions: dict[str, dict[str, float]],
                  groups: dict[str, np.ndarray] | None = None, diffs: dict[str, np.ndarray] | None = None,
-                 notes: list[str] | None = None) -> str:
+                 notes: list[str] | None = None, densities: dict[str, dict[str, float]] | None = None) -> str:
     """Write the HTML report.
 
     Args:
@@ -41,6 +41,7 @@ def write_report(path: str, *, summary: dict, cms_png: np.ndarray, regions: dict
       groups: group name -> uint8 RGB rendering of the group's CMS.
       diffs: 'A - B' -> uint8 RGB rendering of the difference (significant pixels outlined).
       notes: sentences shown under the title (e.g. group sizes, test settings).
+      densities: map name -> region -> saliency per pixel relative to the face average.
     """
     s = summary
     parts = [
@@ -62,6 +63,9 @@ def write_report(path: str, *, summary: dict, cms_png: np.ndarray, regions: dict
         parts.append("<h2>Differences (white outline: significant pixels, permutation test, max-T corrected)</h2>" + "".join(
             f"<figure>{_img(im, 200)}<figcaption>{html.escape(g)}</figcaption></figure>" for g, im in diffs.items()))
     parts.append("<h2>Share of saliency by facial region (%)</h2>" + _table(regions))
+    if densities:
+        parts.append("<h2>Saliency per pixel by region, relative to the face average</h2>"
+                     + _table(densities, "{:.2f}"))
     skipped = s.get("images_skipped", [])
     parts.append(f"<h2>Skipped images ({len(skipped)})</h2><table>" + "".join(
         f"<tr><td style='text-align:left'>{html.escape(str(k['file']))}</td>"

@@ -182,6 +182,7 @@ def test_fig07_sanity_smoke(tmp_path, shared_dir):
     for lvl in r["levels"]:
         for key in ("spearman", "spearman_abs", "ssim", "pearson"):
             assert -1 <= lvl[key] < 0.99, (key, lvl[key])  # random weights: not the trained map
+    assert all(-1 <= v <= 1 for v in r["trained_split_half"].values())
     maps = np.load(tmp_path / "fig07_maps.npz")
     assert maps["randomised"].shape == (3, 256, 256) and np.abs(maps["trained"]).max() > 0
     read_png(tmp_path / "fig07_maps.png", 1, 4, title=False)

@@ -66,7 +66,12 @@ def test_regions_partition_the_canvas_and_sit_where_faces_have_them():
     shares = regions.region_shares(masks["mouth"].astype(float), masks)
     assert shares["mouth"] == pytest.approx(100.0) and sum(shares.values()) == pytest.approx(100.0)
     table, md = regions.shares_table({"m": masks["eyes"] * 2.0 - 1.0}, masks)
-    assert table["m"]["eyes"] == pytest.approx(100.0) and "| m |" in md
+    assert table["m"]["share"]["eyes"] == pytest.approx(100.0) and "| m |" in md
+    # Density: a uniform map is 1.0 everywhere; the eyes-only map is 1 / (eye area fraction) on the eyes.
+    flat = regions.region_density(np.ones(canon.canvas_hw), masks)
+    assert all(v == pytest.approx(1.0) for v in flat.values())
+    dens = table["m"]["density"]
+    assert dens["eyes"] == pytest.approx(masks["eyes"].size / masks["eyes"].sum()) and dens["nose"] == 0.0
 
 
 def test_report_is_self_contained_html(tmp_path):

@@ -58,7 +58,7 @@ def test_outputs_have_real_content(finished_run):
     np.testing.assert_allclose(again, cms, rtol=1e-5, atol=1e-7)
     assert os.path.exists(os.path.join(out, "report.html"))
     regions = json.load(open(os.path.join(out, "regions.json")))["regions"]["all images"]
-    assert sum(regions.values()) == pytest.approx(100.0, abs=1e-6)
+    assert sum(regions["share"].values()) == pytest.approx(100.0, abs=1e-6)
 
 
 def test_existing_checkpoint_needs_resume_and_matching_flags(finished_run):

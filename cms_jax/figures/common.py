@@ -49,6 +49,12 @@ class Run:
     coverage: np.ndarray
 
 
+def short_name(path: str, width: int = 24) -> str:
+    """A file's base name cut to ``width`` characters (panel titles must not run into each other)."""
+    name = os.path.basename(str(path))
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
 def smoke_images(n: int = 4) -> str:
     """Comma-separated paths of the first ``n`` CelebA samples of the assets (for --smoke)."""
     from cms_jax.assets import resolve_dir

@@ -1,10 +1,11 @@
 """Fig. 4: the CIS with and without density normalisation, P* (Eq. 4) against P = P* / N (Eq. 5).
 
-Vertices crowd where the face turns away from the camera (the sides) and
-thin out on the nose, so the raw splat P* follows the mesh density N rather
-than the drops. Everything is re-rendered from a run's ``drops.npz``: no
-rescoring. The JSON gives the share of each facial region (`cms_jax.regions`)
-in each map: the paper's point is that the nose share grows with normalisation.
+The raw splat P* follows the mesh density N as much as the drops. On the
+paper's PRNet mesh points crowd at the sides of the face and thin out on the
+nose, so normalising raised the nose; MediaPipe's 468-vertex mesh is instead
+densest on the eyes, nose tip and lips, so here normalising lowers those.
+Everything is re-rendered from a run's ``drops.npz``: no rescoring. The JSON
+gives the share of each facial region (`cms_jax.regions`) in each map.
 """
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ def figure(run: common.Run, out_dir: str, *, show: int = 3) -> dict:
         if i >= n:
             continue
         p = np.asarray(normalise(p_star, count))
-        name = os.path.basename(str(run.files[i]))
+        name = common.short_name(run.files[i])
         tiles += [viz.overlay(canon.image, p_star, cov), viz.overlay(canon.image, count, cov),
                   viz.overlay(canon.image, p, cov)]
-        titles += [f"{name}: P* (no normalisation)", "N (vertex density)", "P = P* / N (CIS)"]
+        titles += [f"{name}\nP* (no normalisation)", "N (vertex density)", "P = P* / N (CIS)"]
         faces.append({"file": str(run.files[i]),
                       "shares_unnormalised": regions.region_shares(p_star, masks),
                       "shares_normalised": regions.region_shares(p, masks),

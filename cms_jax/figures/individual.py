@@ -49,10 +49,10 @@ def figure(cfg: RunConfig, out_dir: str, *, show: int = 5, cms_dir: str = "", wo
         cis_tiles.append(viz.overlay(scorer.canon.image, cis, run.coverage))
         rows.append({"file": face.path, "clean": float(d["clean"][i]),
                      "cis_vs_cms": stats.compare(run.cms, cis, run.coverage)})
-    names = [os.path.basename(f.path) for f in faces]
+    names = [common.short_name(f.path) for f in faces]
     tiles = occ_tiles + [common.cms_tile(run)] + cis_tiles + [np.full_like(cis_tiles[0], 255)]
-    titles = ([f"occlusion {n}" for n in names] + [f"CMS ({run.summary['images_done']} images)"]
-              + [f"CIS {n}" for n in names] + [""])
+    titles = ([f"occlusion\n{n}" for n in names] + [f"CMS ({run.summary['images_done']} images)"]
+              + [f"CIS\n{n}" for n in names] + [""])
     common.panels(tiles, titles, os.path.join(out_dir, "fig14.png"), cols=len(faces) + 1,
                   suptitle=f"Fig. 14: {cfg.model}, individual maps vs the CMS")
     sp = [r["cis_vs_cms"]["spearman"] for r in rows]

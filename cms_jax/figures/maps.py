@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 
 from cms_jax import viz
 from cms_jax.figures import common, per_image
@@ -52,7 +51,7 @@ def figure(cfg: RunConfig, out_dir: str, *, show: int = 4, cms_dir: str = "", wo
         cls = scorer.model.class_names[int(d["targets"][i])] if scorer.model.output == "classes" else ""
         tiles += [rgb, viz.overlay(rgb, occ), viz.overlay(scorer.canon.image, cis, run.coverage),
                   cms_tile, viz.overlay(rgb, rep, mask)]
-        name = os.path.basename(face.path)
+        name = common.short_name(face.path)
         titles += [f"{name}\n{cls} {d['clean'][i]:.2f}", "(a) occlusion map", "(b) CIS", "(c) CMS",
                    "(d) CMS reprojected"]
         rows.append({"file": face.path, "class": cls, "clean": float(d["clean"][i]),

@@ -95,7 +95,7 @@ def figure(cfg: RunConfig, pairs_csv: str, out_dir: str) -> dict:
         rows.append(row)
         for side, p in (("a", a), ("b", b)):
             tiles.append(per_image.face_rgb(by_path[p]))
-            titles.append(f"{i + 1}{side}: " + os.path.basename(p)[:24] + "\n" + ", ".join(f"{c} {v:.2f}" for c, v in
+            titles.append(f"{i + 1}{side}: " + common.short_name(p, 20) + "\n" + ", ".join(f"{c} {v:.2f}" for c, v in
                                                                         zip(classes, conf[p]) if v >= 0.05)[:60])
     if tiles:
         common.panels(tiles, titles, os.path.join(out_dir, "fig15.png"), cols=min(len(tiles), 6),

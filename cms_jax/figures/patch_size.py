@@ -49,7 +49,7 @@ def figure(cfg: RunConfig, out_dir: str, sizes: list[int]) -> dict:
         maps.append((d["patch"], d["f"], m))
     ref_patch = scorer.patch if scorer.patch in coverage else maps[0][0]
     ref = next(m for p, _, m in maps if p == ref_patch)
-    tiles, titles = [per_image.face_rgb(face)], [os.path.basename(face.path)]
+    tiles, titles = [per_image.face_rgb(face)], [common.short_name(face.path)]
     for patch, f, m in maps:
         both = coverage[patch] & coverage[ref_patch]
         rows.append({"patch_size": patch, "canonical_patch_size": float(f),

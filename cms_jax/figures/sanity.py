@@ -7,7 +7,9 @@ earlier layers stay trained. The CMS (Eq. 6) of each randomised model over
 the same aligned faces, explaining the trained model's predicted class, is
 compared with the trained model's CMS by Spearman rank correlation (of the
 values and of their absolute values) and SSIM. A saliency method passes when
-the similarity falls as more layers are randomised.
+the similarity falls as more layers are randomised. The trained model's CMS
+of one random half of the faces against the other half's gives the level
+that sampling noise alone reaches (dotted lines).
 """
 from __future__ import annotations
 
@@ -103,6 +105,11 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     t0 = time.monotonic()
     trained, d0 = cms_of(scorer)
     cov = scorer.coverage()
+    # The noise floor: the trained model's CMS of one random half of the faces against the other's.
+    half = np.random.default_rng(seed).permutation(len(faces))
+    halves = [cms_from_drops(d0["drops"][h], d0["valid"][h], canon_xy, hw, scorer.f, cfg.reduce)
+              for h in (half[:len(faces) // 2], half[len(faces) // 2:])]
+    split_half = stats.compare(*halves, cov) if len(faces) >= 2 else None
     maps, rows = [trained], []
     for k in levels:
         rand = dataclasses.replace(model, params=randomise(model.params, order[-k:], seed + k))
@@ -116,7 +123,10 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     os.makedirs(out_dir, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key in ("spearman", "spearman_abs", "ssim"):
-        ax.plot(levels, [r[key] for r in rows], marker="o", label=key)
+        line, = ax.plot([0] + levels, [1.0] + [r[key] for r in rows], marker="o", label=key)  # 0: trained
+        if split_half is not None:
+            ax.axhline(split_half[key], color=line.get_color(), ls=":", lw=1)
+    ax.plot([], [], color="gray", ls=":", label="trained, half vs half")
     ax.axhline(0, color="gray", lw=0.5)
     ax.set_xlabel("layers randomised, from the output")
     ax.set_ylabel("similarity to the trained model's CMS")
@@ -135,4 +145,5 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     return common.write_json(os.path.join(out_dir, "fig07.json"), {
         "model": cfg.model, "faces": len(faces), "skipped": skipped, "seed": seed,
         "layer_order": order, "trained_mean_clean_confidence": float(d0["clean"].mean()),
+        "trained_split_half": split_half,
         "levels": rows, "seconds": round(time.monotonic() - t0, 1)})

@@ -41,7 +41,7 @@ class SeparableConv(nnx.Module):
         mini-XCEPTION shapes), and occlusion scoring is nearly all such layers.
         Same arithmetic as the grouped conv up to float rounding.
         """
-        k = self.depthwise.kernel.value  # (kh, kw, 1, cin * mult)
+        k = self.depthwise.kernel[...]  # (kh, kw, 1, cin * mult)
         kh, kw = k.shape[:2]
         if self.mult > 1:
             x = jnp.repeat(x, self.mult, axis=-1)  # output channel o reads input channel o // mult

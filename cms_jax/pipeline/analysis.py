@@ -57,7 +57,7 @@ def analyse(out_dir: str, canon, coverage: np.ndarray, summary: dict, *, groupin
                            "covered_pixels": int(coverage.sum()),
                            "max_abs_diff": float(np.abs(t["diff"][coverage]).max())}
         notes.append(f"Permutation test: {permutations} permutations, two-sided Welch t, max-T corrected, alpha {alpha}.")
-    table, md = regions.shares_table(maps, masks)
+    table, md = regions.shares_table(maps, masks, coverage)
     with open(os.path.join(out_dir, "regions.json"), "w") as fh:
         json.dump({"regions": table, "group_tests": tests}, fh, indent=2)
     with open(os.path.join(out_dir, "regions.md"), "w") as fh:
@@ -65,6 +65,8 @@ def analyse(out_dir: str, canon, coverage: np.ndarray, summary: dict, *, groupin
     for g, im in group_png.items():
         viz.save_png(os.path.join(out_dir, f"cms_group_{g}.png"), im)
     write_report(os.path.join(out_dir, "report.html"), summary=summary,
-                 cms_png=viz.overlay(canon.image, cms, coverage), regions=table, groups=group_png,
+                 cms_png=viz.overlay(canon.image, cms, coverage),
+                 regions={k: v["share"] for k, v in table.items()},
+                 densities={k: v["density"] for k, v in table.items()}, groups=group_png,
                  diffs=diff_png, notes=notes)
     return {"regions": table, "group_tests": tests, "markdown": md}

@@ -48,6 +48,7 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
     images_done = scorer.count
     return {
         "model": cfg.model,
+        "model_name": scorer.model.name,
         "model_input": list(scorer.model.input_size),
         "crop_policy": scorer.model.crop_policy,
         "patch_size": int(scorer.patch),
