@@ -2,7 +2,7 @@
 and compare each CMS with the trained model's (Spearman rank correlation and SSIM).
 
   CMS_JAX_ASSETS=../shared python -m experiments.fig07_sanity --model=gender \
-      --images=../shared/faces/utkface --max_images=60 --out_dir=out/fig07
+      --images=../shared/faces/utkface --max_images=150 --levels=1,2,4,8,15 --out_dir=out/fig07
 
 Writes fig07.png (similarity against the number of layers randomised), fig07_maps.png (the
 CMS of each model), fig07_maps.npz and fig07.json. --levels picks how many output-side layers
