@@ -91,3 +91,18 @@ def test_incremental_refuses_a_non_vgg_model(tmp_path):
     from cms_jax.pipeline.scoring import Scorer
     with pytest.raises(ValueError, match="--incremental needs a VGG-family model"):
         Scorer(RunConfig(model="gender", incremental=True))
+
+
+def test_a_chunk_that_fails_to_score_costs_only_its_bad_image(finished_run):
+    """Scoring is retried image by image; the bad image is reported, the rest are kept."""
+    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.pipeline.scoring import Scorer
+    cfg, out, _ = finished_run
+    scorer = Scorer(cfg)
+    prep = FacePreparer(scorer.model, scorer.canon, cfg, workers=0)
+    items = list(prep.imap(sorted(os.path.join(cfg.images, f) for f in os.listdir(cfg.images))[:3]))
+    prep.close()
+    items[1].crop = np.zeros((1, 1, 3), np.uint8)  # a crop of the wrong size: the chunk cannot be stacked
+    res, failed = scorer.score(items, [None] * 3)
+    assert [os.path.basename(f) for f in res.files] == [os.path.basename(items[0].path), os.path.basename(items[2].path)]
+    assert len(failed) == 1 and failed[0]["file"] == items[1].path and "scoring failed" in failed[0]["reason"]

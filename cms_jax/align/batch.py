@@ -47,13 +47,15 @@ class AlignResult:
         return self.face is not None
 
 
-def align_bytes(lm: Landmarker, name: str, data: bytes) -> dict:
+def align_bytes(lm: Landmarker, name: str, data: bytes, keep_image: bool = False) -> dict:
     """Decodes and aligns one file's bytes; never raises for bad input.
 
     Returns:
       A plain dict (picklable, cacheable): ``reason`` (None when aligned),
       ``notes``, ``called`` (1 if MediaPipe ran), and when decoded ``hw``;
-      when aligned ``xy``, ``z``, ``matrix``, ``box``, ``num_faces``.
+      when aligned ``xy``, ``z``, ``matrix``, ``box``, ``num_faces``; with
+      ``keep_image`` also ``rgb``, the decoded image (never cached), so a
+      caller that crops needs no second decode.
     """
     try:
         rgb, notes = images.load_image_bytes(data, name)
@@ -61,6 +63,8 @@ def align_bytes(lm: Landmarker, name: str, data: bytes) -> dict:
         return {"reason": e.reason, "notes": (e.detail,) if e.detail else (), "called": 0}
     face = lm.detect(rgb)
     out = {"reason": None if face else NO_FACE, "notes": notes, "hw": rgb.shape[:2], "called": 1}
+    if keep_image:
+        out["rgb"] = rgb
     if face is not None:
         out.update(xy=face.xy, z=face.z, matrix=face.matrix, box=face.box, num_faces=face.num_faces)
         if face.num_faces > 1:

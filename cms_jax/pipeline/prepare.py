@@ -64,17 +64,21 @@ def prepare_one(path: str, settings: dict | None = None, lm=None) -> Prepared:
         if cache is not None:
             entry = align_cache.entry_path(cache, align_cache.cache_key(data, s["model_sha"], s["num_faces"]))
             d = align_cache.read_entry(entry)
+        rgb = None
         if d is None:
-            d = align_batch.align_bytes(lm, path, data)
+            d = align_batch.align_bytes(lm, path, data, keep_image=True)
             d.pop("called", None)
+            rgb = d.pop("rgb", None)
             if cache is not None and d.get("reason") != align_images.UNREADABLE:
                 align_cache.write_entry(entry, d)
         if d.get("reason"):
             return Prepared(path, reason=str(d["reason"]), notes=tuple(d.get("notes", ())))
-        rgb, notes = align_images.load_image_bytes(data, path)
+        notes = ()
+        if rgb is None:  # landmarks came from the cache: decode for the crop
+            rgb, notes = align_images.load_image_bytes(data, path)
         crop, xy = crop_face(rgb, np.asarray(d["xy"], np.float32), s["policy"], s["margin"], s["out_hw"])
         return Prepared(path, crop=np.ascontiguousarray(crop, np.uint8), xy=np.asarray(xy, np.float32),
-                        z=np.asarray(d["z"], np.float32), notes=tuple(notes) + tuple(d.get("notes", ())))
+                        z=np.asarray(d["z"], np.float32), notes=tuple(d.get("notes", ())) or tuple(notes))
     except align_images.ImageError as e:
         return Prepared(path, reason=e.reason)
     except Exception as e:  # one bad file never stops the run: record why

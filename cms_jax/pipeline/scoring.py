@@ -120,45 +120,43 @@ class Scorer:
         return xy, valid & inside
 
     def score(self, prepared, labels) -> tuple[ChunkResult | None, list[dict]]:
-        """Drops for a chunk of prepared crops; images that fail are returned with reasons."""
-        xs, xys, valids, files, tg = [], [], [], [], []
-        failed = []
+        """Drops for a chunk of prepared crops; images that fail are returned with reasons.
+
+        A chunk whose scoring raises is retried image by image, so one bad
+        image costs only itself.
+        """
+        kept, failed = [], []
         for p, label in zip(prepared, labels):
             xy, valid = self.vertices(p.xy, p.z)
-            if not valid.any():
+            if valid.any():
+                kept.append((p, label, xy, valid))
+            else:
                 failed.append({"file": p.path, "reason": "no visible vertex inside the crop"})
-                continue
-            xs.append(p.crop)
-            xys.append(xy)
-            valids.append(valid)
-            files.append(p.path)
-            tg.append(label)
-        if not files:
+        if not kept:
             return None, failed
-        x = self.model.preprocess(np.stack(xs))
-        targets = None if all(t is None for t in tg) else np.asarray(
-            [t if t is not None else -1 for t in tg], np.int32)
-        if targets is not None and (targets < 0).any():
+        files = [k[0].path for k in kept]
+        tg = [k[1] for k in kept]
+        if any(t is None for t in tg) and not all(t is None for t in tg):
             raise ValueError("labels must be given for every image of a run or for none")
         try:
             run = self._run_incremental if self._incremental else self.engine.run
-            res = run(x, np.stack(xys), valid=np.stack(valids), targets=targets,
+            res = run(self.model.preprocess(np.stack([k[0].crop for k in kept])),
+                      np.stack([k[2] for k in kept]), valid=np.stack([k[3] for k in kept]),
+                      targets=None if tg[0] is None else np.asarray(tg, np.int32),
                       patch_size=self.patch, fill=self.cfg.fill)
-        except Exception as e:  # never lose the run to one chunk: retry image by image
-            if len(files) == 1:
-                return None, failed + [{"file": files[0], "reason": f"scoring failed: {e}"}]
-            results = [self.score([p], [l]) for p, l in zip(
-                [q for q in prepared if q.path in files], [l for q, l in zip(prepared, labels) if q.path in files])]
-            ok = [r for r, _ in results if r is not None]
-            failed += [f for _, fs in results for f in fs]
+        except Exception as e:  # never lose the run to one chunk
+            if len(kept) == 1:
+                return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}"}]
+            singles = [self.score([k[0]], [k[1]]) for k in kept]
+            failed += [f for _, fs in singles for f in fs]
+            ok = [r for r, _ in singles if r is not None]
             if not ok:
                 return None, failed
-            return ChunkResult(sum((r.files for r in ok), []), np.concatenate([r.drops for r in ok]),
-                               np.concatenate([r.valid for r in ok]), np.concatenate([r.targets for r in ok]),
-                               np.concatenate([r.clean for r in ok])), failed
+            return ChunkResult(sum((r.files for r in ok), []),
+                               *(np.concatenate([getattr(r, a) for r in ok])
+                                 for a in ("drops", "valid", "targets", "clean"))), failed
         finite = np.isfinite(res.drops).all(axis=1) & np.isfinite(res.clean)
-        for i in np.nonzero(~finite)[0]:
-            failed.append({"file": files[i], "reason": "model returned non-finite scores"})
+        failed += [{"file": files[i], "reason": "model returned non-finite scores"} for i in np.nonzero(~finite)[0]]
         keep = np.nonzero(finite)[0]
         if keep.size == 0:
             return None, failed
