@@ -109,13 +109,15 @@ def asset_roots() -> list[pathlib.Path]:
     """Folders searched, in order: ``$CMS_JAX_ASSETS``, then the user cache."""
     roots = []
     if os.environ.get("CMS_JAX_ASSETS"):
-        roots.append(pathlib.Path(os.environ["CMS_JAX_ASSETS"]).expanduser())
+        # Absolute, so paths handed out stay valid whatever the caller does with them
+        # (CI sets a relative CMS_JAX_ASSETS=../shared).
+        roots.append(pathlib.Path(os.environ["CMS_JAX_ASSETS"]).expanduser().absolute())
     roots.append(cache_dir())
     return roots
 
 
 def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("CMS_JAX_CACHE", "~/.cache/cms_jax")).expanduser()
+    return pathlib.Path(os.environ.get("CMS_JAX_CACHE", "~/.cache/cms_jax")).expanduser().absolute()
 
 
 def _offline() -> bool:

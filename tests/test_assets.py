@@ -24,7 +24,7 @@ def test_every_asset_in_assets_md_is_registered_and_verifies(shared_dir):
     assert listed - registered == set(), f"listed in ASSETS.md but not registered: {listed - registered}"
     for name, a in assets.ASSETS.items():
         path = assets.resolve(name)
-        assert path == os.path.join(shared_dir, a.relpath) or str(path) == os.path.join(shared_dir, a.relpath)
+        assert os.path.samefile(path, os.path.join(shared_dir, a.relpath))
         assert assets.sha256_file(path) == a.sha256
         if not a.relpath.startswith("faces/"):  # ASSETS.md prints these hashes
             assert a.sha256 in text, f"{name}: registered hash not in ASSETS.md"
@@ -84,6 +84,14 @@ def test_cache_is_used_and_asset_folder_never_written(shared_dir, tmp_path, monk
     monkeypatch.setenv("CMS_JAX_CACHE", str(tmp_path / "cache"))
     assert assets.resolve("fsanet_1x1") == cached
     assert list(empty.iterdir()) == []
+
+
+def test_relative_asset_folder_gives_absolute_paths(shared_dir, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(shared_dir))
+    monkeypatch.setenv("CMS_JAX_ASSETS", os.path.basename(shared_dir))
+    path = assets.resolve("canonical_face_model")
+    assert path.is_absolute() and path.is_file()
+    assert assets.resolve_dir("celeba_samples").is_absolute()
 
 
 def test_unknown_name_lists_registered():
