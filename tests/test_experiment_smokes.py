@@ -1,0 +1,65 @@
+"""The experiment scripts not covered elsewhere run in --smoke mode, as a user would call them.
+
+Each runs as ``python -m experiments.NAME --smoke`` in a fresh process (one device, like a user's
+machine), and its outputs are checked for content.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(name, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    res = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--smoke", *args], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_cms_main_job_smoke(tmp_path, shared_dir):
+    out = _run("cms", f"--out_dir={tmp_path}", "--workers=0")
+    assert "CMS of tiny over 4/4 images" in out
+    s = json.load(open(tmp_path / "summary.json"))
+    assert (s["images_total"], s["images_done"], s["vertices"]) == (4, 4, 468)
+    assert np.isfinite(np.load(tmp_path / "cms.npy")).all()
+    assert cv2.imread(str(tmp_path / "cms.png")).std() > 10
+
+
+def test_fig09_metrics_smoke(tmp_path):
+    _run("fig09_metrics", f"--out_dir={tmp_path}")
+    t = json.load(open(tmp_path / "fig09.json"))
+    methods = ("GradCAM", "GradCAM++", "ScoreCAM", "CMS")
+    rows = t["methods"]
+    assert set(rows) == set(methods) and t["n"] == 6
+    assert abs(sum(r["win"] for r in rows.values()) - 100.0) < 1e-6  # Eq. 11: Win % sums to 100
+    for r in rows.values():
+        assert 0.0 <= r["average_drop"] <= 100.0 and 0.0 <= r["increase_in_confidence"] <= 100.0
+        assert 0.0 <= r["clip_rate"] <= 1.0
+    grid = cv2.imread(str(tmp_path / "fig09_grid.png"))
+    assert grid is not None and grid.std() > 10
+    assert "| CMS |" in (tmp_path / "fig09.md").read_text()
+
+
+def test_bench_throughput_smoke(tmp_path):
+    _run("bench_throughput", f"--out_dir={tmp_path}")
+    b = json.load(open(tmp_path / "bench_throughput.json"))
+    for key in ("device", "model", "matmul_flops_per_s"):
+        assert key in b
+    assert b["matmul_flops_per_s"] > 1e8
+    text = json.dumps(b)
+    for method in ("dense_fp32", "dense_bf16", "incremental", "torch_reference"):
+        assert method in text
+
+
+def test_bench_memory_smoke(tmp_path, shared_dir):
+    _run("bench_memory", f"--out_dir={tmp_path}")
+    b = json.load(open(tmp_path / "bench_memory.json"))
+    assert [r["images"] for r in b["runs"]] == [4, 8]
+    assert all(r["main_peak_mib"] > 100 for r in b["runs"]) and 0.5 < b["peak_ratio"] < 2.0
