@@ -1,9 +1,14 @@
 """Fig. 9 / Fig. 10: Average Drop %, % Increase in Confidence and Win % of GradCAM, GradCAM++,
-ScoreCAM and the reprojected CMS (Eqs. 7-11) for one model over a set of faces.
+ScoreCAM and the reprojected CMS (Eqs. 7-11) for a model over a set of faces.
 
   CMS_JAX_ASSETS=../shared python -m experiments.fig09_metrics --model=gender \
       --images=../shared/faces/utkface --max_images=100 --label_from=utkface_gender \
       --out_dir=out/fig09_gender
+
+Fig. 10 (several models of one task, one table each plus fig10.md side by side):
+
+  CMS_JAX_ASSETS=../shared python -m experiments.fig09_metrics --models=gender,/path/other_gender.hdf5 \
+      --images=../shared/faces/utkface --max_images=100 --out_dir=out/fig10
 
 Writes fig09.json and fig09.md (the table, also printed), fig09_grid.png (Fig. 2-style:
 face, GradCAM, GradCAM++, ScoreCAM, CMS) and heatmaps.npz. The CMS comes from, in order:
@@ -24,6 +29,7 @@ from cms_jax import viz
 from cms_jax.baselines import compare
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir.")
+_MODELS = flags.DEFINE_list("models", [], "Fig. 10: several models, each in OUT_DIR/<i>_<name>/.")
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 100, "Use the first N images (0 = all).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/fig09", "Output folder.")
@@ -49,7 +55,7 @@ def _smoke_inputs():
     return model, crops, np.broadcast_to(blob, crops.shape[:3]).copy(), None, [f"synthetic_{i}" for i in range(6)]
 
 
-def _real_inputs():
+def _real_inputs(model_name: str, out_dir: str):
     """Model, aligned crops, their reprojected CMS maps, targets and file names."""
     from cms_jax import models
     from cms_jax.pipeline import RunConfig, default_images, run_job
@@ -57,8 +63,8 @@ def _real_inputs():
     from cms_jax.pipeline.prepare import FacePreparer, label_for
     from cms_jax.pipeline.scoring import Scorer
 
-    model = models.load(_MODEL.value)
-    cfg = RunConfig(model=_MODEL.value, images=_IMAGES.value or default_images(),
+    model = models.load(model_name)
+    cfg = RunConfig(model=model_name, images=_IMAGES.value or default_images(),
                     max_images=_MAX_IMAGES.value, label_from=_LABELS.value)
     cms_npz = None
     if _CMS_NPZ.value:
@@ -69,7 +75,7 @@ def _real_inputs():
             saved = json.load(f)["config"]
         cfg = RunConfig(**{**saved, "images": cfg.images, "max_images": cfg.max_images,
                            "label_from": cfg.label_from})  # same mesh, canvas and patch as the CMS
-    cms_dir = _CMS_DIR.value or os.path.join(_OUT_DIR.value, "cms")
+    cms_dir = _CMS_DIR.value or os.path.join(out_dir, "cms")
     if cms_npz is None and not _CMS_DIR.value:
         run_job(cfg, cms_dir, workers=_WORKERS.value)
     scorer = Scorer(cfg, model=model)
@@ -100,9 +106,9 @@ def _real_inputs():
     return model, np.stack(crops), np.stack(maps).astype(np.float32), tg, files
 
 
-def main(argv):
-    del argv
-    model, crops, cms_maps, targets, files = _smoke_inputs() if _SMOKE.value else _real_inputs()
+def table_for(inputs, out_dir: str) -> tuple[dict, str]:
+    """Compute, write and print one model's Fig. 9 table and grid into ``out_dir``."""
+    model, crops, cms_maps, targets, files = inputs
     table, maps = compare.fig9_table(model, crops, cms_maps, targets,
                                      s_frac=_S_FRAC.value or None, batch_size=_BATCH.value,
                                      scorecam_batch=16 if _SMOKE.value else _SC_BATCH.value)
@@ -110,17 +116,33 @@ def main(argv):
     table["s_rule"] = (f"s = {_S_FRAC.value} * H * W" if _S_FRAC.value
                        else "s = mean over methods of the min-max-normalised map sums")
     md = compare.markdown_table(table, title=f"{model.name}: Fig. 9 metrics")
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUT_DIR.value, "fig09.json"), "w") as f:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "fig09.json"), "w") as f:
         json.dump(table, f, indent=2)
-    with open(os.path.join(_OUT_DIR.value, "fig09.md"), "w") as f:
+    with open(os.path.join(out_dir, "fig09.md"), "w") as f:
         f.write(md + "\n")
-    np.savez_compressed(os.path.join(_OUT_DIR.value, "heatmaps.npz"), files=np.asarray(files),
+    np.savez_compressed(os.path.join(out_dir, "heatmaps.npz"), files=np.asarray(files),
                         **{k.replace("+", "p"): v for k, v in maps.items()})
-    viz.save_png(os.path.join(_OUT_DIR.value, "fig09_grid.png"),
-                 compare.method_grid(crops, maps, _GRID.value))
+    viz.save_png(os.path.join(out_dir, "fig09_grid.png"), compare.method_grid(crops, maps, _GRID.value))
     print(json.dumps(table, indent=2))
     print(md)
+    return table, md
+
+
+def main(argv):
+    del argv
+    if _SMOKE.value:
+        table_for(_smoke_inputs(), _OUT_DIR.value)
+        return
+    if not _MODELS.value:
+        table_for(_real_inputs(_MODEL.value, _OUT_DIR.value), _OUT_DIR.value)
+        return
+    mds = []
+    for i, name in enumerate(_MODELS.value):
+        sub = os.path.join(_OUT_DIR.value, f"{i}_{os.path.basename(name.rstrip('/'))}")
+        mds.append(table_for(_real_inputs(name, sub), sub)[1])
+    with open(os.path.join(_OUT_DIR.value, "fig10.md"), "w") as f:
+        f.write("\n\n".join(mds) + "\n")
 
 
 if __name__ == "__main__":
