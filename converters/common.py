@@ -98,3 +98,11 @@ def load_state_dict(path: str) -> dict:
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
     return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def read_class_names(path: str | None) -> list[str] | None:
+    """Class names from a text file, one per line (blank lines ignored); None when no file."""
+    if not path:
+        return None
+    with open(path) as f:
+        return [n.strip() for n in f.read().split("\n") if n.strip()]

@@ -55,9 +55,7 @@ def main(argv=None):
     ap.add_argument("--crop_margin", type=float, default=0.0)
     args = ap.parse_args(argv)
     params, config = convert(common.load_state_dict(args.src))
-    names = None
-    if args.class_names:
-        names = [n for n in open(args.class_names).read().split("\n") if n.strip()]
+    names = common.read_class_names(args.class_names)
     out = common.save_converted(args.out, params, card_for(config, args.name, args.src, names,
                                                            args.crop_policy, args.crop_margin))
     print(f"wrote {out}")

@@ -106,8 +106,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sd = common.load_state_dict(args.src)
     params, config = convert(sd, infer_config(sd, DAG_KEYS, (args.input_size, args.input_size)))
-    names = open(args.class_names).read().split("\n") if args.class_names else None
-    names = [n for n in names if n.strip()] if names else None
+    names = common.read_class_names(args.class_names)
     out = common.save_converted(args.out, params, card_for(config, args.name, args.src, names,
                                                            args.crop_policy, args.crop_margin))
     print(f"wrote {out}")

@@ -106,6 +106,18 @@ def run_or_reuse(cfg: RunConfig, out_dir: str, *, workers: int = 2, align_cache:
     return load_run(out_dir)
 
 
+def run_from(cfg: RunConfig, out_dir: str, cms_dir: str = "", workers: int = 2) -> tuple[Run, RunConfig]:
+    """A figure's CMS run and the config for its per-image maps.
+
+    With ``cms_dir`` the finished run there is loaded and its own config (model, canvas,
+    patch) is used over ``cfg``'s images; otherwise ``cfg`` is run (or reused) in ``out_dir/cms``.
+    """
+    if cms_dir:
+        run = load_run(cms_dir)
+        return run, config_of(run, cfg.images, cfg.max_images)
+    return run_or_reuse(cfg, os.path.join(out_dir, "cms"), workers=workers), cfg
+
+
 def config_of(run: Run, images: str, max_images: int = 0) -> RunConfig:
     """The run's own config (model, canvas, patch, ...) over other images: per-image maps that match its CMS."""
     return dataclasses.replace(RunConfig(**run.summary["config"]), images=images, max_images=max_images)

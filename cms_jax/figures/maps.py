@@ -28,11 +28,7 @@ def figure(cfg: RunConfig, out_dir: str, *, show: int = 4, cms_dir: str = "", wo
     Returns:
       The JSON dict: per face its file, class, clean confidence and map ranges.
     """
-    if cms_dir:
-        run = common.load_run(cms_dir)
-        cfg = common.config_of(run, cfg.images, cfg.max_images)
-    else:
-        run = common.run_or_reuse(cfg, os.path.join(out_dir, "cms"), workers=workers)
+    run, cfg = common.run_from(cfg, out_dir, cms_dir, workers)
     scorer = Scorer(cfg)
     faces, skipped = per_image.prepare_faces(scorer, expand_images(cfg.images, cfg.max_images)[:3 * show + 2],
                                              workers=0)

@@ -11,6 +11,7 @@ reason and the run goes on.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from cms_jax.pipeline.prepare import FacePreparer, label_for
 
 
 def _files_digest(files: list[str]) -> str:
-    import hashlib
+    """Identity of a shard's image list: a resume must see the same files in the same order."""
     return hashlib.sha256("\n".join(os.path.abspath(f) for f in files).encode()).hexdigest()[:16]
 
 

@@ -169,10 +169,10 @@ class Scorer:
         params, arch = self._incremental
         n, v = xys.shape[:2]
         drops, tg, clean = np.zeros((n, v), np.float32), np.zeros(n, np.int32), np.zeros(n, np.float32)
+        mode = occ.score_mode(self.cfg.score, self.model.outputs_are_probs, self.model.output)
         for i in range(n):
             c_logits, o_logits = incremental.occluded_logits(params, arch, x[i], xys[i], patch_size, fill=fill)
             tg[i] = int(np.argmax(c_logits)) if targets is None else int(targets[i])
-            mode = occ.score_mode(self.cfg.score, self.model.outputs_are_probs, self.model.output)
             c_conf = np.asarray(occ.confidences(jnp.asarray(c_logits)[None], mode))[0, tg[i]]
             o_conf = np.asarray(occ.confidences(jnp.asarray(o_logits), mode))[:, tg[i]]
             clean[i] = c_conf
