@@ -4,9 +4,10 @@ Every (image, vertex) pair is one work item.  Items of several images share a
 device batch of fixed size (so a small model still fills every device and no
 shape ever changes between calls), the batch is sharded over the ``data`` axis
 of a named mesh and the model parameters are replicated jit arguments.  Each
-item is occluded on the device (Eqs. 2-3) from a replicated slab of the
-group's images, scored, and its drop S_v (Eq. 1) formed on the host.
-Memory is bounded by the batch and the group size, whatever V or N.
+item's square comes from `occlusion.square_bounds` (Eqs. 2-3); a forward
+strategy (`cms_jax.forward`: dense, or exact incremental) scores it in float32
+or bfloat16, and its drop S_v (Eq. 1) is formed on the host.  Memory is
+bounded by the batch and the group size, whatever V or N.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from cms_jax import forward as fwd
 from cms_jax import occlusion as occ
 from cms_jax import sharding as shd
 
@@ -37,13 +38,15 @@ class EngineResult:
     valid: np.ndarray
 
 
-def _as_model(model: Any) -> tuple[Callable, Any, bool, str, bool]:
-    """(apply_fn, params, outputs_are_probs, output, jittable) of a FaceModel or callable."""
+def _as_model(model: Any) -> tuple[Callable, Any, bool, str, bool, str]:
+    """(apply_fn, params, outputs_are_probs, output, jittable, name) of a FaceModel or callable."""
     if hasattr(model, "apply_fn") and hasattr(model, "params"):
         return (model.apply_fn, model.params, bool(getattr(model, "outputs_are_probs", False)),
-                getattr(model, "output", "classes"), bool(getattr(model, "jittable", True)))
+                getattr(model, "output", "classes"), bool(getattr(model, "jittable", True)),
+                str(getattr(model, "name", type(model).__name__)))
     if callable(model):
-        return (lambda params, x: model(x)), {}, False, "classes", True
+        return ((lambda params, x: model(x)), {}, False, "classes", True,
+                getattr(model, "__name__", type(model).__name__))
     raise TypeError(f"model must be a FaceModel-like object (.apply_fn, .params) or a callable "
                     f"batch -> (B, K) scores, got {type(model).__name__}")
 
@@ -53,27 +56,44 @@ class OcclusionEngine:
 
     Example::
 
-        eng = OcclusionEngine(model, batch_size=64)
+        eng = OcclusionEngine(model, batch_size=64, forward="incremental", dtype="bfloat16")
         res = eng.run(images, vertices_xy, valid=visible)   # res.drops (N, V)
     """
 
     def __init__(self, model: Any, *, score: str = "prob", batch_size: int = 64,
-                 images_per_group: int = 16, mesh: jax.sharding.Mesh | None = None):
+                 images_per_group: int = 16, mesh: jax.sharding.Mesh | None = None,
+                 forward: str = "dense", dtype: str = "float32", patch_size: int | None = None):
         """Builds the engine.
 
         Args:
             model: a FaceModel-like object (``apply_fn(params, x)``, ``params``,
-                optional ``outputs_are_probs``, ``output``, ``jittable``) or a
-                plain callable mapping (B, H, W, C) to (B, K) scores.
+                optional ``outputs_are_probs``, ``output``, ``jittable``, ``name``,
+                ``input_size``, ``channels``) or a plain callable mapping
+                (B, H, W, C) to (B, K) scores.
             score: 'prob' or 'logit' (see :func:`cms_jax.occlusion.score_mode`).
             batch_size: work items per device batch (all devices together);
                 rounded up to a multiple of the device count.
             images_per_group: images whose items are scored together; their
-                inputs are replicated on every device, so this bounds memory.
-            mesh: a mesh from :func:`cms_jax.sharding.data_mesh` (default: all devices).
+                inputs (or clean stack) are replicated on every device, so this
+                bounds memory. The incremental forward lowers it to keep the
+                clean stack under ~1 GiB.
+            mesh: a mesh from :func:`cms_jax.sharding.data_mesh` (default: this
+                process's local devices).
+            forward: 'dense' (every occluded copy through the whole model) or
+                'incremental' (exact incremental inference, `cms_jax.forward`).
+            dtype: 'float32' or 'bfloat16' (weights and images cast once;
+                confidences always in float32).
+            patch_size: default square side of :meth:`run` (None: 15 px at 224,
+                scaled). With 'incremental' and a model that has ``input_size``
+                and ``channels``, its plan is built here, so a black box is
+                refused at once.
         """
-        self._apply, params, probs, output, self._jittable = _as_model(model)
-        self._mode = occ.score_mode(score, probs, output)
+        apply, params, probs, output, jittable, name = _as_model(model)
+        if forward not in fwd.FORWARDS:
+            raise ValueError(f"forward must be one of {sorted(fwd.FORWARDS)}, got {forward!r}")
+        if dtype not in fwd.DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(fwd.DTYPES)}, got {dtype!r}")
+        mode = occ.score_mode(score, probs, output)
         self.mesh = mesh if mesh is not None else shd.data_mesh()
         ndev = shd.num_shards(self.mesh)
         if batch_size < 1 or images_per_group < 1:
@@ -81,30 +101,16 @@ class OcclusionEngine:
                              f"{batch_size} and {images_per_group}")
         self.batch_size = shd.round_up(batch_size, ndev)
         self.group = shd.round_up(images_per_group, ndev)
-        self.trace_count = 0  # incremented at trace time; tests assert no retrace
-        rep, dat = shd.replicated(self.mesh), shd.data_sharding(self.mesh)
-        if self._jittable:
-            self._params = shd.replicate(params, self.mesh)
-            self._step = jax.jit(self._step_impl, in_shardings=(rep, rep, dat, dat, dat, rep),
-                                 out_shardings=(dat, dat))
-        else:  # black box that cannot be traced: occlude on device, score on the host
-            self._params = params
-            self._occlude = jax.jit(lambda slab, idx, box, fill: occ.occlude_batch(slab[idx], box, fill))
+        self.patch_size, self.dtype = patch_size, dtype
+        self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype)
+        size, ch = getattr(model, "input_size", None), getattr(model, "channels", None)
+        if forward == "incremental" and size is not None and ch is not None:
+            self.forward.plan((*size, ch), occ.check_patch_size(patch_size, size[0]))
 
-    def _step_impl(self, params, slab, idx, box, target, fill):
-        """One device batch: gather, occlude (vmap), score -> (phi (B,), class (B,))."""
-        self.trace_count += 1
-        x = occ.occlude_batch(slab[idx], box, fill)
-        conf = occ.confidences(self._apply(params, x), self._mode)
-        return occ.target_confidence(conf, target)
-
-    def _score(self, slab, idx, box, target, fill):
-        if self._jittable:
-            return self._step(self._params, slab, idx, box, target, fill)
-        x = self._occlude(slab, idx, box, fill)
-        raw = np.asarray(self._apply(self._params, np.asarray(x)))
-        conf = occ.confidences(jnp.asarray(raw), self._mode)
-        return occ.target_confidence(conf, jnp.asarray(target))
+    @property
+    def trace_count(self) -> int:
+        """Traces of the forward's jitted calls so far; tests assert no retrace across calls."""
+        return self.forward.trace_count
 
     def run(self, images: np.ndarray, vertices_xy: np.ndarray, *, valid: np.ndarray | None = None,
             targets: np.ndarray | None = None, patch_size: int | None = None,
@@ -116,7 +122,8 @@ class OcclusionEngine:
             vertices_xy: (N, V, 2) or shared (V, 2) positions in input pixels.
             valid: (N, V) or (V,) bool; False vertices (e.g. invisible) are skipped.
             targets: (N,) class per image; default the predicted class.
-            patch_size: occlusion side in pixels; default scales with H (15 at 224).
+            patch_size: occlusion side in pixels; default the engine's, else
+                scales with H (15 at 224).
             fill: value written into the occluded square.
 
         Returns:
@@ -137,23 +144,19 @@ class OcclusionEngine:
         if bad.any():
             raise ValueError(f"vertices_xy has {int(bad.sum())} non-finite valid vertices; mark them "
                              f"invalid with `valid`")
-        sz = occ.check_patch_size(patch_size, h)
+        sz = occ.check_patch_size(patch_size if patch_size is not None else self.patch_size, h)
         tgt_in = np.full(n, -1, np.int32) if targets is None else np.asarray(targets, np.int32).reshape(n)
         if targets is not None:
-            k = (jax.eval_shape(self._apply, self._params, jax.ShapeDtypeStruct(
-                (1,) + images.shape[1:], jnp.float32)).shape[-1] if self._jittable else np.inf)
+            k = self.forward.num_outputs(images.shape[1:])
             if (tgt_in < 0).any() or (tgt_in >= k).any():
                 raise ValueError(f"targets must be class indices in [0, {k}), got {tgt_in.tolist()}")
-        fill_arr = np.float32(fill)
         drops = np.zeros((n, v), np.float32)
         out_tgt, out_clean = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        g, b = self.group, self.batch_size
+        g, b = self.forward.group_size(self.group, images.shape[1:], sz), self.batch_size
         for g0 in range(0, n, g):
             m = min(g, n - g0)
-            slab = jax.device_put(shd.pad_to(images[g0:g0 + m], g), shd.replicated(self.mesh))
-            # Clean pass: empty boxes, one item per image of the group.
-            c_phi, c_cls = self._score(slab, np.arange(g, dtype=np.int32), np.zeros((g, 4), np.int32),
-                                       shd.pad_to(tgt_in[g0:g0 + m], g, -1), fill_arr)
+            carry, c_phi, c_cls = self.forward.group(shd.pad_to(images[g0:g0 + m], g),
+                                                     shd.pad_to(tgt_in[g0:g0 + m], g, -1), sz)
             out_clean[g0:g0 + m] = np.asarray(c_phi)[:m]
             out_tgt[g0:g0 + m] = np.asarray(c_cls)[:m]
             ii, vv = np.nonzero(ok[g0:g0 + m])
@@ -163,8 +166,8 @@ class OcclusionEngine:
             pending = []
             for s in range(0, len(ii), b):  # dispatch all batches, then fetch (async pipeline)
                 e = min(s + b, len(ii))
-                phi, _ = self._score(slab, shd.pad_to(ii[s:e].astype(np.int32), b),
-                                     shd.pad_to(boxes[s:e], b), shd.pad_to(item_tgt[s:e], b), fill_arr)
+                phi, _ = self.forward.step(carry, shd.pad_to(ii[s:e].astype(np.int32), b),
+                                           shd.pad_to(boxes[s:e], b), shd.pad_to(item_tgt[s:e], b), fill)
                 pending.append((s, e, phi))
             for s, e, phi in pending:
                 drops[g0 + ii[s:e], vv[s:e]] = occ.drops_from_confidences(

@@ -25,13 +25,16 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     black boxes built on ``jax.pure_callback``) is partitioned by the compiler's
     sharding propagation; the batch axis is the only one we shard.
 
+    In a multi-process run each process scores its own images, so the default
+    is ``jax.local_devices()``, never the global device list.
+
     Args:
         devices: devices to span; ``jax.devices()[:1]`` gives a one-device mesh.
 
     Returns:
         The mesh.
     """
-    devices = list(jax.devices() if devices is None else devices)
+    devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("data_mesh: `devices` is empty; pass at least one jax device")
     return jax.make_mesh((len(devices),), (DATA_AXIS,),

@@ -71,8 +71,8 @@ def test_items_of_several_images_share_a_batch_and_match_single_image_runs():
     images, xy = _inputs(n=3, v=20)
     eng = OcclusionEngine(face_model(), batch_size=64, images_per_group=8)
     calls = []
-    step = eng._step
-    eng._step = lambda *a: calls.append(len(a[2])) or step(*a)
+    step = eng.forward._step
+    eng.forward._step = lambda *a: calls.append(len(a[2])) or step(*a)
     res = eng.run(images, xy)
     assert calls == [8, 64], "60 work items of 3 images should fill one device batch"
     single = face_model()  # occlusion_drops caches one engine per model object
@@ -117,12 +117,13 @@ def test_invalid_vertices_are_skipped_and_drop_zero():
 def test_params_are_jit_arguments_not_constants():
     images, xy = _inputs(n=1)
     eng = OcclusionEngine(face_model(), batch_size=8)
-    args = (eng._params, images, np.zeros(8, np.int32), np.zeros((8, 4), np.int32),
+    fw = eng.forward
+    args = (fw._params, images, np.zeros(8, np.int32), np.zeros((8, 4), np.int32),
             np.full(8, -1, np.int32), np.float32(0))
-    jaxpr = jax.make_jaxpr(eng._step_impl)(*args)
-    n_param = sum(x.size for x in jax.tree.leaves(eng._params))
+    jaxpr = jax.make_jaxpr(fw._step_impl)(*args)
+    n_param = sum(x.size for x in jax.tree.leaves(fw._params))
     assert sum(np.size(c) for c in jaxpr.consts) < n_param
-    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(eng._params))
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(fw._params))
 
 
 def test_sharded_step_needs_no_cross_device_communication():
@@ -130,7 +131,7 @@ def test_sharded_step_needs_no_cross_device_communication():
     images, _ = _inputs()
     eng = OcclusionEngine(face_model(), batch_size=64)
     slab = jax.device_put(images, shd.replicated(eng.mesh))
-    hlo = eng._step.lower(eng._params, slab, np.zeros(64, np.int32), np.zeros((64, 4), np.int32),
+    hlo = eng.forward._step.lower(eng.forward._params, slab, np.zeros(64, np.int32), np.zeros((64, 4), np.int32),
                           np.zeros(64, np.int32), np.float32(0)).compile().as_text()
     for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
         assert op not in hlo
@@ -143,6 +144,58 @@ def test_black_box_model_scored_on_host_matches_jitted():
     got = OcclusionEngine(host, batch_size=16).run(images, xy)
     ref = OcclusionEngine(face_model(params), batch_size=16).run(images, xy)
     np.testing.assert_allclose(got.drops, ref.drops, atol=1e-6)
+
+
+@pytest.mark.parametrize("ndev", [1, 8])
+def test_dense_and_incremental_forwards_give_the_same_drops(ndev):
+    images, xy = _inputs()
+    model, mesh = face_model(), shd.data_mesh(jax.devices()[:ndev])
+    dense = OcclusionEngine(model, score="logit", batch_size=32, mesh=mesh).run(images, xy, patch_size=5)
+    inc = OcclusionEngine(model, score="logit", batch_size=32, mesh=mesh, forward="incremental")
+    got = inc.run(images, xy, patch_size=5)
+    scale = np.abs(apply_fn(model.params, images)).max()
+    assert np.abs(dense.drops).max() > 1e-3 * scale
+    np.testing.assert_allclose(got.drops, dense.drops, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(got.clean, dense.clean, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_array_equal(got.targets, dense.targets)
+
+
+def test_incremental_engine_does_not_retrace_and_bounds_its_group():
+    images, xy = _inputs()
+    eng = OcclusionEngine(face_model(), batch_size=32, forward="incremental")
+    eng.run(images, xy, patch_size=5)
+    assert eng.trace_count == 2  # one clean pass, one work-batch shape
+    images2, xy2 = _inputs(seed=7)
+    eng.run(images2, xy2, patch_size=5, fill=-1.0, targets=np.array([0, 3, 1]), valid=np.arange(40) % 2 == 0)
+    assert eng.trace_count == 2
+    assert eng.forward.group_size(16, (H, W, 3), 5) == 16
+    per_image = eng.forward.plan((H, W, 3), 5)[3]
+    assert 0 < per_image < 1 << 20  # a few small maps: the 1 GiB budget does not bind here
+
+
+def test_bfloat16_forwards_follow_float32():
+    images, xy = _inputs()
+    ref = OcclusionEngine(face_model(), score="logit", batch_size=32).run(images, xy).drops.ravel()
+    for forward in ("dense", "incremental"):
+        eng = OcclusionEngine(face_model(), score="logit", batch_size=32, forward=forward, dtype="bfloat16")
+        got = eng.run(images, xy).drops.ravel()
+        assert got.dtype == np.float32 and np.corrcoef(got, ref)[0, 1] > 0.95, forward
+
+
+def test_incremental_refuses_black_boxes_naming_the_model():
+    host = face_model(apply_fn=lambda p, x: np.asarray(apply_fn(p, jnp.asarray(x))), jittable=False, name="hostnet")
+    with pytest.raises(ValueError, match=r"'hostnet'.*Drop --incremental"):
+        OcclusionEngine(host, forward="incremental")
+    from cms_jax.models.blackbox import host_apply_fn
+    params = init_params()
+    callback = face_model(apply_fn=host_apply_fn(lambda x: np.asarray(apply_fn(params, jnp.asarray(x))), 4),
+                          params={}, name="onnxish", input_size=(H, W), channels=3)
+    with pytest.raises(ValueError, match=r"'onnxish'.*black box.*Drop --incremental"):
+        OcclusionEngine(callback, forward="incremental")
+    with pytest.raises(ValueError, match="forward must be one of"):
+        OcclusionEngine(face_model(), forward="sparse")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        OcclusionEngine(face_model(), dtype="float16")
 
 
 def test_errors_and_sharding_helpers():

@@ -28,6 +28,11 @@ def test_cms_main_job_smoke(tmp_path, shared_dir):
     assert "CMS of tiny over 4/4 images" in out
     s = json.load(open(tmp_path / "summary.json"))
     assert (s["images_total"], s["images_done"], s["vertices"]) == (4, 4, 468)
+    stages = s["stage_seconds"]
+    assert {"prepare_wait", "score", "accumulate", "write", "checkpoint"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
+    assert sum(v for k, v in stages.items() if k != "write") <= s["seconds"]  # final writes come after
+    assert s["host_seconds"]["decode_align"] > 0  # workers=0: host stages ran in this process
     assert np.isfinite(np.load(tmp_path / "cms.npy")).all()
     assert cv2.imread(str(tmp_path / "cms.png")).std() > 10
 
@@ -53,9 +58,15 @@ def test_bench_throughput_smoke(tmp_path):
     for key in ("device", "model", "matmul_flops_per_s"):
         assert key in b
     assert b["matmul_flops_per_s"] > 1e8
-    text = json.dumps(b)
-    for method in ("dense_fp32", "dense_bf16", "incremental", "torch_reference"):
-        assert method in text
+    methods = ("dense_fp32", "dense_bf16", "incremental", "incremental_bf16", "torch_reference")
+    row = b["vgg"]
+    assert row["model"] == "tiny_vgg_32px" and set(row["passes_per_s"]) == set(methods)
+    assert all(b[m] > 0 for m in methods)  # top-level passes/s
+    # One engine, two forwards: incremental and torch give fp32 JAX's drops; bf16 follows them.
+    assert row["max_abs_drop_diff_vs_fp32"]["incremental"] < 1e-6
+    assert row["pearson_vs_fp32"]["torch_reference"] > 0.999
+    assert min(row["pearson_vs_fp32"][m] for m in ("dense_bf16", "incremental_bf16")) > 0.9
+    assert 0 < row["incremental_flops_per_pass"] < row["dense_flops_per_pass"]
 
 
 def test_bench_memory_smoke(tmp_path, shared_dir):
@@ -63,3 +74,22 @@ def test_bench_memory_smoke(tmp_path, shared_dir):
     b = json.load(open(tmp_path / "bench_memory.json"))
     assert [r["images"] for r in b["runs"]] == [4, 8]
     assert all(r["main_peak_mib"] > 100 for r in b["runs"]) and 0.5 < b["peak_ratio"] < 2.0
+
+
+def test_bench_job_smoke(tmp_path, shared_dir):
+    out = _run("bench_job", f"--out={tmp_path}")
+    assert "faces/s" in out
+    b = json.load(open(tmp_path / "bench_job.json"))
+    assert b["images_done"] == 4 and b["faces_per_s"] > 0 and b["wall_seconds"] > 0
+    stages = b["stage_seconds"]
+    assert {"pool", "prepare_wait", "score", "accumulate", "write", "checkpoint"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
+    assert sum(stages.values()) <= b["wall_seconds"]  # main-process stages are disjoint
+    assert {"read", "decode_align", "crop"} <= set(b["host_seconds"])
+    assert all(v >= 0 for v in b["host_seconds"].values())
+    assert b["matmul_fp32_flops_per_s"] > 0 and b["dense_flops_per_pass"] > 0
+    assert b["passes"] > 4 and 0 < b["fraction_of_matmul"] <= b["fraction_of_matmul_in_score"]
+    assert b["peak_rss_mib"] > 0 and b["peak_rss_mib_end"] >= b["peak_rss_mib"]
+    assert b["warmup"]["images"] == 2
+    k = b["keras"]
+    assert (isinstance(k, dict) and k["faces_per_s_with_host_prep"] > 0) or k.startswith("n/a: ")

@@ -1,156 +1,180 @@
-"""Exact incremental occlusion inference (cms_jax.incremental) against the dense path.
+"""Exact incremental inference (cms_jax.incremental) against the dense forward of the same model.
 
-Tiny VGG-shaped nets with random weights; the 8 fake CPU devices of conftest
-make every call run the sharded path.
+The reference is independent of the transformation: ``apply_fn`` run on the
+occluded copies made by ``occlusion.occlude_batch``.  Squares sit in the
+centre, on every edge and in every corner (and half outside the image).
 """
+import os
+
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cms_jax import incremental as inc
-from cms_jax.incremental_plan import VGG16, VGGArch, init_params, make_plan, vgg_params
-
-TINY = VGGArch(blocks=(1, 2, 2), input_hw=(32, 32))
-ODD = VGGArch(blocks=(1, 1, 2, 1), input_hw=(36, 36))  # 36 -> 18 -> 9 -> 4: pools an odd map
-
-
-def _net(arch, seed=0):
-    params = init_params(arch, channels=(4, 8, 8, 8), fc=(16,), num_classes=3, seed=seed)
-    image = np.random.default_rng(seed + 1).standard_normal((*arch.input_hw, 3)).astype(np.float32)
-    return params, image
+from cms_jax import convs, models
+from cms_jax import occlusion as occ
+from cms_jax.incremental import Incremental
+from cms_jax.incremental.program import trace
 
 
-def _vertices(hw):
-    h, w = hw
-    return np.array([[w / 2, h / 2], [0, 0], [w - 1, h - 1], [w - 1, 0], [0, h - 1],  # centre, corners
-                     [w / 2, 0.4], [w - 0.5, h / 2], [2.5, h - 2.3], [7.7, 5.2],  # borders, fractional
-                     [w + 20, h + 20]], np.float32)  # wholly outside: occludes nothing
+def _positions(h, w):
+    """Square centres: centre, the four edges, the four corners, just outside, and random."""
+    rng = np.random.default_rng(0)
+    fixed = [(w / 2, h / 2), (0, h / 2), (w - 1, h / 2), (w / 2, 0), (w / 2, h - 1), (0, 0), (w - 1, 0),
+             (0, h - 1), (w - 1, h - 1), (-1.5, 3), (w + 0.5, h + 0.5), (1.2, h - 2.7)]
+    return np.concatenate([np.array(fixed), rng.uniform(-2, [w + 2, h + 2], (20, 2))])
 
 
-def _numpy_occluded_logits(params, arch, image, xy, sz):
-    """Independent reference: occlude with numpy slicing (official rule), dense forward."""
-    copies = []
-    for x, y in xy:
-        x1, y1 = max(0, int(np.floor(x - sz / 2))), max(0, int(np.floor(y - sz / 2)))
-        c = image.copy()
-        c[y1:y1 + sz, x1:x1 + sz] = 0.0
-        copies.append(c)
-    return np.asarray(jax.jit(lambda p, x: inc.vgg_logits(p, arch, x))(params, np.stack(copies)))
+def _check(apply_fn, params, shape, patch, *, images=2, tol=1e-4, switch_fraction=0.7, faces=None):
+    h, w, c = shape
+    rng = np.random.default_rng(1)
+    imgs = jnp.asarray(rng.normal(size=(images, h, w, c)).astype(np.float32) if faces is None else faces)
+    images = len(imgs)
+    xy = _positions(h, w)
+    boxes = jnp.asarray(np.concatenate([occ.square_bounds(xy, patch, (h, w))] * images))
+    idx = jnp.asarray(np.repeat(np.arange(images), len(xy)).astype(np.int32))
+    inc = Incremental(apply_fn, params, shape, patch, switch_fraction=switch_fraction)
+    clean, stack = jax.jit(inc.clean)(params, imgs)
+    got = np.asarray(jax.jit(inc.items)(params, stack, idx, boxes, jnp.float32(-0.5)))
+    want = np.asarray(apply_fn(params, occ.occlude_batch(imgs[idx], boxes, -0.5)))
+    scale = np.abs(want).max()
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(clean), np.asarray(apply_fn(params, imgs)), atol=tol * scale)
+    np.testing.assert_allclose(got, want, atol=tol * scale)
+    clean_rep = np.asarray(apply_fn(params, imgs))[np.asarray(idx)]
+    assert np.abs(want - clean_rep).max() > 10 * tol * scale, "occlusion should change the outputs"
+    return inc
 
 
-def _rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
+def _faces(shared_dir, model):
+    """Two CelebA sample faces, resized to the model's input and preprocessed."""
+    folder = os.path.join(shared_dir, "faces", "celeba_samples", "images")
+    rgb = [cv2.cvtColor(cv2.imread(os.path.join(folder, f)), cv2.COLOR_BGR2RGB) for f in sorted(os.listdir(folder))[:2]]
+    h, w = model.input_size
+    return model.preprocess(np.stack([cv2.resize(x[20:-20, :], (w, h), interpolation=cv2.INTER_AREA) for x in rgb]))
 
 
-def test_plan_vgg16_hand_computed():
-    plan = make_plan(VGG16, 15, switch_fraction=1.0)
-    # 15 -> conv +2 each; pool h//2+1; conv5 windows capped by the 14x14 map.
-    assert [l.win_out[0] for l in plan] == [17, 19, 10, 12, 14, 8, 10, 12, 14, 8, 10, 12, 14, 8, 10, 12, 14, 7]
-    assert [l.name for l in plan if not l.incremental] == ["conv5_3", "pool5"]
-    assert [l.name for l in make_plan(VGG16, 15, 0.5) if l.incremental][-1] == "pool4"
-    assert plan[0].in_hw == (224, 224) and plan[-1].out_hw == (7, 7)
+@pytest.mark.parametrize("name", ["gender", "expression", "age", "tiny"])
+def test_equals_dense_for_every_builtin_device_model(name, shared_dir):
+    m = models.load(name)
+    h, w = m.input_size
+    inc = _check(m.apply_fn, m.params, (h, w, m.channels), 2 * occ.default_patch_size(h), faces=_faces(shared_dir, m))
+    kinds = [how for _, how in inc.plan]
+    assert any(k.startswith("win") for k in kinds), "some layers must be computed on windows"
+    assert kinds[-1] == "dense", "the head mixes the whole map"
 
 
-def test_plan_odd_maps_and_large_patches():
-    plan = make_plan(ODD, 4, switch_fraction=1.0)
-    assert [l.out_hw[0] for l in plan] == [36, 18, 18, 9, 9, 9, 4, 4, 2]
-    assert [l.win_out[0] for l in plan] == [6, 4, 6, 4, 6, 8, 4, 4, 2]
-    assert make_plan(TINY, 100)[0].win_in == (32, 32)  # a patch larger than the image is capped
+def _conv(x, k, stride=1, pad="SAME", groups=1, dil=1, dn=("NHWC", "HWIO", "NHWC")):
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), pad, rhs_dilation=(dil, dil),
+                                        dimension_numbers=dn, feature_group_count=groups)
+
+
+def _bn(x, p):
+    return (x - p["mean"]) * jax.lax.rsqrt(p["var"] + 1e-3) * p["scale"] + p["bias"]
+
+
+def _bn_params(rng, c):
+    return {"mean": rng.normal(0, 0.1, c).astype(np.float32), "var": rng.uniform(0.5, 2, c).astype(np.float32),
+            "scale": rng.normal(1, 0.1, c).astype(np.float32), "bias": rng.normal(0, 0.1, c).astype(np.float32)}
+
+
+def _k(rng, *shape):
+    return (rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+
+
+def resnet_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"stem": _k(rng, 7, 7, 3, 8), "bn0": _bn_params(rng, 8),
+            "a1": _k(rng, 3, 3, 8, 8), "bn1": _bn_params(rng, 8), "a2": _k(rng, 3, 3, 8, 8),
+            "b1": _k(rng, 3, 3, 8, 16), "bn2": _bn_params(rng, 16), "b2": _k(rng, 3, 3, 16, 16),
+            "proj": _k(rng, 1, 1, 8, 16), "fc": _k(rng, 16, 5)}
+
+
+def resnet(p, x):
+    """A ResNet-18-style net: 7x7/2 stem, 3x3/2 max pool, identity and projection blocks, GAP, dense."""
+    x = jax.nn.relu(_bn(_conv(x, p["stem"], 2, ((3, 3), (3, 3))), p["bn0"]))
+    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = _conv(jax.nn.relu(_bn(_conv(x, p["a1"]), p["bn1"])), p["a2"])
+    x = jax.nn.relu(x + y)
+    y = _conv(jax.nn.relu(_bn(_conv(x, p["b1"], 2), p["bn2"])), p["b2"])
+    x = jax.nn.relu(_conv(x, p["proj"], 2) + y)
+    return x.mean(axis=(1, 2)) @ p["fc"]
+
+
+def test_equals_dense_for_a_random_resnet():
+    _check(resnet, resnet_params(), (48, 40, 3), 5)
+
+
+def depthwise_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"dw1": _k(rng, 3, 3, 1, 6), "pw1": _k(rng, 4, 6, 1, 1), "dw2": _k(rng, 5, 5, 1, 4),
+            "sep": _k(rng, 3, 3, 1, 8), "pw2": _k(rng, 8, 12), "fc": _k(rng, 12, 3)}
+
+
+def depthwise(p, x):
+    """Depthwise convs of every kind, NCHW layout, explicit pads, slices, average pooling and a matmul 1x1."""
+    x = x.transpose(0, 3, 1, 2)  # NCHW, as ONNX-converted models are
+    nchw = ("NCHW", "OIHW", "NCHW")
+    x = _conv(x, p["dw1"].transpose(3, 2, 0, 1), 2, "SAME", groups=3, dn=nchw)  # multiplier 2, stride 2
+    x = jax.nn.relu6(_conv(x, p["pw1"], 1, "VALID", dn=nchw))
+    x = jnp.pad(x, ((0, 0), (0, 0), (4, 4), (4, 4)))
+    x = _conv(x, p["dw2"].transpose(3, 2, 0, 1), 1, "VALID", groups=4, dil=2, dn=nchw)  # dilated
+    x = x[:, :, 1:-1, :]
+    x = x.transpose(0, 2, 3, 1)  # back to NHWC
+    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 1, 1, 1), "SAME") / 4.0
+    x = convs.depthwise_conv(jnp.repeat(x, 2, axis=-1), p["sep"], padding="SAME")  # the models' separable conv
+    x = jnp.tanh(jnp.einsum("bhwc,cd->bhwd", x, p["pw2"]))
+    return jnp.max(x, axis=(1, 2)) @ p["fc"]
+
+
+def test_equals_dense_for_a_random_depthwise_model():
+    _check(depthwise, depthwise_params(), (33, 29, 3), 4)
+
+
+@pytest.mark.parametrize("patch", [1, 7])
+def test_small_and_large_squares_and_every_switch_point(patch):
+    _check(resnet, resnet_params(seed=3), (32, 32, 3), patch, switch_fraction=1.0)
+    _check(resnet, resnet_params(seed=3), (32, 32, 3), patch, switch_fraction=0.05)
+
+
+def test_windowed_pass_does_fewer_flops_than_the_dense_pass():
+    m = models.load("gender")
+    inc = Incremental(m.apply_fn, m.params, (64, 64, 1), 4)
+    b, g = 256, 4
+    imgs = jax.ShapeDtypeStruct((g, 64, 64, 1), jnp.float32)
+    _, stack = jax.eval_shape(inc.clean, m.params, imgs)
+    i32 = jax.ShapeDtypeStruct((b,), jnp.int32)
+    boxes = jax.ShapeDtypeStruct((b, 4), jnp.int32)
+    win = jax.jit(inc.items).lower(m.params, stack, i32, boxes, jnp.float32(0)).compile().cost_analysis()
+    dense = jax.jit(lambda p, x, i, bx: m.apply_fn(p, occ.occlude_batch(x[i], bx, 0.0))).lower(
+        m.params, imgs, i32, boxes).compile().cost_analysis()
+    win, dense = (c[0] if isinstance(c, list) else c for c in (win, dense))
+    assert win["flops"] < 0.6 * dense["flops"], (win["flops"], dense["flops"])
+
+
+def test_depthwise_convs_are_traced_as_one_primitive():
+    m = models.load("gender")
+    prims = [e.prim.name for e in trace(m.apply_fn, m.params, (64, 64, 1)).eqns]
+    grouped = [e for e in trace(m.apply_fn, m.params, (64, 64, 1)).eqns
+               if e.prim.name == "conv_general_dilated" and e.params["feature_group_count"] > 1]
+    assert len(grouped) == 8 and "slice" not in prims
+
+
+def test_a_host_black_box_is_refused_with_the_reason():
+    def host(x):
+        return np.asarray(x).mean(axis=(1, 2))
+
+    def apply_fn(params, x):
+        return jax.pure_callback(host, jax.ShapeDtypeStruct((x.shape[0], 3), jnp.float32), x,
+                                 vmap_method="broadcast_all")
+
+    with pytest.raises(ValueError, match="runs on the device.*black box"):
+        Incremental(apply_fn, {}, (16, 16, 3), 3)
+
+
+def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="patch_size"):
-        make_plan(TINY, 0)
-    with pytest.raises(ValueError, match="too small"):
-        make_plan(VGGArch((1,) * 6, (32, 32)), 5)
-
-
-@pytest.mark.parametrize("arch,sz,frac", [(TINY, 3, 0.9), (TINY, 8, 0.9), (TINY, 15, 0.9),
-                                          (TINY, 5, 1.0), (TINY, 5, 0.2), (ODD, 7, 1.0)])
-def test_incremental_equals_dense(arch, sz, frac):
-    params, image = _net(arch)
-    xy = _vertices(arch.input_hw)
-    clean, inc_logits = inc.occluded_logits(params, arch, image, xy, sz, switch_fraction=frac, chunk=4)
-    clean_d, dense_logits = inc.occluded_logits(params, arch, image, xy, sz, method="dense", chunk=4)
-    ref = _numpy_occluded_logits(params, arch, image, xy, sz)
-    assert inc_logits.shape == (len(xy), 3) and inc_logits.dtype == np.float32
-    assert _rel(dense_logits, ref) < 1e-5
-    assert _rel(inc_logits, ref) < 1e-4
-    assert _rel(clean, clean_d) < 1e-5
-    np.testing.assert_allclose(inc_logits[-1], clean, rtol=1e-5, atol=1e-6)  # outside: no change
-    assert np.abs(ref[:-1] - clean).max() > 1e-3  # the squares really change the logits
-
-
-def test_drops_match_and_target():
-    params, image = _net(TINY, seed=3)
-    xy = _vertices(TINY.input_hw)
-    d_inc, t = inc.incremental_drops(params, TINY, image, xy, 5)
-    d_den, t2 = inc.dense_drops(params, TINY, image, xy, 5)
-    logits = np.asarray(inc.vgg_logits(params, TINY, image[None]))[0]
-    assert t == t2 == int(np.argmax(logits))
-    np.testing.assert_allclose(d_inc, d_den, atol=1e-6)
-    d_logit, _ = inc.incremental_drops(params, TINY, image, xy, 5, target=1, score="logit")
-    ref = logits[1] - _numpy_occluded_logits(params, TINY, image, xy, 5)[:, 1]
-    np.testing.assert_allclose(d_logit, ref, rtol=1e-4, atol=1e-5)
-
-
-def test_bf16_runs_and_correlates():
-    params, image = _net(TINY, seed=5)
-    xy = np.random.default_rng(0).uniform(0, 32, (48, 2)).astype(np.float32)
-    d16, _ = inc.incremental_drops(params, TINY, image, xy, 8, target=0, compute_dtype=jnp.bfloat16)
-    d32, _ = inc.incremental_drops(params, TINY, image, xy, 8, target=0)
-    assert d16.dtype == np.float32 and np.isfinite(d16).all() and not np.array_equal(d16, d32)
-    corr = inc.bf16_fidelity(params, TINY, [image], [xy], 8)
-    assert corr.shape == (1,) and corr[0] > 0.99
-    assert abs(corr[0] - inc.pearson(d16, d32)) < 1e-3
-    d16_dense, _ = inc.dense_drops(params, TINY, image, xy, 8, target=0, compute_dtype=jnp.bfloat16)
-    assert inc.pearson(d16, d16_dense) > 0.99  # the incremental bf16 path adds no error of its own
-
-
-def test_no_retrace_on_second_call():
-    params, image = _net(TINY)
-    xy = _vertices(TINY.input_hw)
-    inc.occluded_logits(params, TINY, image, xy, 6, chunk=8)
-    _, chunk_fn, _ = inc._compiled(TINY, 6, "incremental", "float32", 0.0, 0.9, jax.device_count())
-    inc.occluded_logits(params, TINY, image + 1.0, xy[::-1], 6, chunk=8)
-    assert chunk_fn._cache_size() == 1
-
-
-def test_errors_name_the_input():
-    params, image = _net(TINY)
-    xy = _vertices(TINY.input_hw)
-    with pytest.raises(ValueError, match="arch.input_hw"):
-        inc.occluded_logits(params, TINY, image[:16], xy, 5)
-    with pytest.raises(ValueError, match="patch_xy"):
-        inc.occluded_logits(params, TINY, image, xy[:, :1], 5)
-    with pytest.raises(ValueError, match="score"):
-        inc.incremental_drops(params, TINY, image, xy, 5, score="margin")
-    with pytest.raises(ValueError, match="target"):
-        inc.incremental_drops(params, TINY, image, xy, 5, target=7)
-
-
-def test_vgg_params_converter_lists_every_problem():
-    params, _ = _net(TINY)
-    nested = {k: dict(v) for k, v in params.items()}
-    out = vgg_params(nested, TINY)
-    assert set(out) == set(params)
-    del nested["conv2_1"]
-    nested["conv3_2"]["bias"] = np.zeros(5, np.float32)
-    nested["fc6"]["kernel"] = np.zeros((99, 16), np.float32)
-    with pytest.raises(ValueError) as err:
-        vgg_params(nested, TINY)
-    msg = str(err.value)
-    assert "conv2_1: missing" in msg and "conv3_2: bias shape (5,)" in msg and "fc6: kernel has 99 inputs" in msg
-
-
-def test_face_model_adapter_matches_the_flax_vgg():
-    models = pytest.importorskip("cms_jax.models")
-    model = models.tiny_vgg(num_classes=3, input_size=32, seed=2)
-    params, arch = inc.from_face_model(model)
-    image = np.random.default_rng(4).standard_normal((32, 32, 3)).astype(np.float32)
-    xy = _vertices(arch.input_hw)[:6]
-    clean, logits = inc.occluded_logits(params, arch, image, xy, 7)
-    copies = np.stack([image] * len(xy))
-    for c, (x1, y1, x2, y2) in zip(copies, inc.patch_boxes(xy, 7, (32, 32))):
-        c[y1:y2, x1:x2] = 0.0
-    ref = np.asarray(jax.jit(model.apply_fn)(model.params, copies))
-    assert _rel(logits, ref) < 1e-4
-    assert _rel(clean, np.asarray(model(image[None]))[0]) < 1e-5
+        Incremental(resnet, resnet_params(), (32, 32, 3), 0)
+    with pytest.raises(ValueError, match="switch_fraction"):
+        Incremental(resnet, resnet_params(), (32, 32, 3), 3, switch_fraction=1.5)

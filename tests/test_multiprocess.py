@@ -1,4 +1,8 @@
-"""Multi-host: two processes (jax.distributed on localhost) give the same CMS as one."""
+"""Multi-host: two processes (jax.distributed on localhost) give the same CMS as one.
+
+The two-process run also scores with ``--incremental`` (each process's local mesh), so the
+comparison checks the multi-process path and the incremental forward against one dense process.
+"""
 import json
 import os
 import shutil
@@ -46,8 +50,8 @@ def test_two_processes_equal_one(images, tmp_path):
     subprocess.run(_cmd(images, one, cache), cwd=ROOT, env=_env(), check=True, capture_output=True)
     two = str(tmp_path / "two")
     coord = f"localhost:{_free_port()}"
-    procs = [subprocess.Popen(_cmd(images, two, cache, [f"--num_processes=2", f"--process_id={k}",
-                                                         f"--coordinator={coord}"]),
+    procs = [subprocess.Popen(_cmd(images, two, cache, ["--num_processes=2", f"--process_id={k}",
+                                                         f"--coordinator={coord}", "--incremental"]),
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for k in range(2)]
     for p in procs:
@@ -56,7 +60,7 @@ def test_two_processes_equal_one(images, tmp_path):
     np.testing.assert_allclose(np.load(os.path.join(two, "cms.npy")), np.load(os.path.join(one, "cms.npy")),
                                rtol=0, atol=1e-6)
     s1, s2 = (json.load(open(os.path.join(p, "summary.json"))) for p in (one, two))
-    assert s2["processes"] == 2
+    assert s2["processes"] == 2 and (s1["forward"], s2["forward"]) == ("dense", "incremental")
     assert (s1["images_total"], s1["images_done"]) == (s2["images_total"], s2["images_done"]) == (10, 9)
     assert [k["file"] for k in s2["images_skipped"]] == [k["file"] for k in s1["images_skipped"]]
     d1, d2 = np.load(os.path.join(one, "drops.npz")), np.load(os.path.join(two, "drops.npz"))

@@ -40,9 +40,10 @@ def test_outputs_have_real_content(finished_run):
     assert reasons.keys() == {"zz_truncated.jpg", "zz_text.jpg", "zz_blank.png"}
     assert reasons["zz_blank.png"] == "no face" and reasons["zz_text.jpg"] == "not an image"
     assert reasons["zz_truncated.jpg"] == "truncated"
+    assert (summary["forward"], summary["dtype"]) == ("dense", "float32") and "bf16_fidelity" not in summary
     on_disk = json.load(open(os.path.join(out, "summary.json")))
     for key in ("model", "patch_size", "vertices", "canvas", "images_total", "images_done",
-                "images_skipped", "seconds", "faces_per_second"):
+                "images_skipped", "seconds", "faces_per_second", "forward", "dtype"):
         assert key in on_disk
     cms = np.load(os.path.join(out, "cms.npy"))
     assert cms.dtype == np.float32 and cms.shape == (256, 256) and np.isfinite(cms).all()
@@ -77,20 +78,48 @@ def test_resume_of_a_finished_run_changes_nothing(finished_run):
     np.testing.assert_array_equal(np.load(os.path.join(out, "cms.npy")), before)
 
 
-def test_incremental_scoring_gives_the_dense_drops(image_dir, tmp_path, finished_run):
-    cfg, out, _ = finished_run
+@pytest.fixture(scope="module")
+def gender_run(image_dir, tmp_path_factory):
+    """The gender mini-XCEPTION (separable convs, batch norm, residual adds), dense fp32, 3 faces."""
+    out = str(tmp_path_factory.mktemp("gender"))
+    cfg = RunConfig(model="gender", images=image_dir, max_images=3, batch_size=512)
+    run_job(cfg, out, workers=0, chunk_images=3)
+    return cfg, out
+
+
+def test_incremental_scoring_gives_the_dense_drops(gender_run, tmp_path):
+    cfg, out = gender_run
     inc = str(tmp_path / "inc")
-    run_job(dataclasses.replace(cfg, incremental=True), inc, workers=0, chunk_images=3)
+    summary = run_job(dataclasses.replace(cfg, incremental=True), inc, workers=0, chunk_images=3)
+    assert (summary["forward"], summary["dtype"]) == ("incremental", "float32") and "bf16_fidelity" not in summary
     a, b = np.load(os.path.join(out, "drops.npz")), np.load(os.path.join(inc, "drops.npz"))
-    assert list(a["files"]) == list(b["files"])
+    assert list(a["files"]) == list(b["files"]) and len(a["files"]) == 3
     np.testing.assert_array_equal(a["targets"], b["targets"])
-    np.testing.assert_allclose(b["drops"], a["drops"], rtol=1e-4, atol=1e-5)
+    assert np.abs(a["drops"]).max() > 1e-3
+    np.testing.assert_allclose(b["drops"], a["drops"], rtol=0, atol=1e-5)
 
 
-def test_incremental_refuses_a_non_vgg_model(tmp_path):
+def test_bfloat16_run_records_its_fidelity_to_float32(gender_run, tmp_path):
+    cfg, out = gender_run
+    bf = str(tmp_path / "bf16")
+    run_job(dataclasses.replace(cfg, dtype="bfloat16"), bf, workers=0, chunk_images=3)
+    s = json.load(open(os.path.join(bf, "summary.json")))
+    assert (s["forward"], s["dtype"]) == ("dense", "bfloat16")
+    assert 0.9 < s["bf16_fidelity"] <= 1.0
+    with pytest.raises(ValueError, match=r"dtype: 'float32' \(checkpoint\) -> 'bfloat16' \(now\)"):
+        run_job(dataclasses.replace(cfg, dtype="bfloat16"), out, workers=0, resume=True)
+
+
+def test_incremental_refuses_a_black_box_model():
+    from cms_jax.models.blackbox import callable_model
+    from cms_jax.models.base import make_preprocess
     from cms_jax.pipeline.scoring import Scorer
-    with pytest.raises(ValueError, match="--incremental needs a VGG-family model"):
-        Scorer(RunConfig(model="gender", incremental=True))
+    box = callable_model(lambda x: np.ones((len(x), 2), np.float32), name="hostbox", input_size=(32, 32),
+                         channels=3, class_names=("a", "b"), preprocess=make_preprocess("RGB", 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match=r"model 'hostbox'.*black box.*Drop --incremental"):
+        Scorer(RunConfig(model="hostbox", incremental=True), model=box)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
+        RunConfig(dtype="float16").validate()
 
 
 def test_a_chunk_that_fails_to_score_costs_only_its_bad_image(finished_run):

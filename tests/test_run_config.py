@@ -13,10 +13,18 @@ def test_fingerprint_ignores_speed_flags_but_not_numbers():
     assert a.fingerprint() != RunConfig(model="gender", images="x", patch_size=5).fingerprint()
     diffs = RunConfig(model="gender", images="x", patch_size=5).differences(a.to_dict())
     assert diffs == ["patch_size: 0 (checkpoint) -> 5 (now)"]
+    # The forward strategy changes speed only; bfloat16 changes the numbers.
+    assert a.fingerprint() == RunConfig(model="gender", images="x", incremental=True).fingerprint()
+    bf16 = RunConfig(model="gender", images="x", dtype="bfloat16")
+    assert bf16.differences(a.to_dict()) == ["dtype: 'float32' (checkpoint) -> 'bfloat16' (now)"]
+    # A checkpoint written before a flag existed ran with its default.
+    old = {k: v for k, v in a.to_dict().items() if k != "dtype"}
+    assert a.differences(old) == [] and bf16.differences(old) == ["dtype: 'float32' (checkpoint) -> 'bfloat16' (now)"]
 
 
 @pytest.mark.parametrize("bad,match", [(dict(score="max"), "score"), (dict(reduce="median"), "reduce"),
-                                       (dict(batch_size=0), "batch_size"), (dict(label_from="x"), "label_from")])
+                                       (dict(batch_size=0), "batch_size"), (dict(label_from="x"), "label_from"),
+                                       (dict(dtype="float16"), "dtype")])
 def test_validate_names_the_bad_field(bad, match):
     with pytest.raises(ValueError, match=match):
         RunConfig(**bad).validate()

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cms_jax import convs
+
 _ACTIVATIONS = {
     "linear": lambda x: x, "relu": jax.nn.relu, "softmax": lambda x: jax.nn.softmax(x, axis=-1),
     "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
@@ -30,38 +32,11 @@ class SeparableConv(nnx.Module):
         self.depthwise = nnx.Conv(cin, cin * mult, kernel, strides=strides, padding=padding,
                                   feature_group_count=cin, use_bias=False, rngs=rngs)
         self.pointwise = nnx.Conv(cin * mult, filters, (1, 1), use_bias=use_bias, rngs=rngs)
-        self.mult, self.stride1 = mult, tuple(strides) == (1, 1)
-        self.padding = padding
-
-    def _depthwise_shifted(self, x):
-        """Stride-1 depthwise conv as kh*kw shifted multiply-adds.
-
-        XLA's CPU backend runs grouped convolutions (feature_group_count = C)
-        7-27x slower than this sum of shifted slices (measured on the
-        mini-XCEPTION shapes), and occlusion scoring is nearly all such layers.
-        Same arithmetic as the grouped conv up to float rounding.
-        """
-        k = self.depthwise.kernel[...]  # (kh, kw, 1, cin * mult)
-        kh, kw = k.shape[:2]
-        if self.mult > 1:
-            x = jnp.repeat(x, self.mult, axis=-1)  # output channel o reads input channel o // mult
-        h, w = x.shape[1:3]
-        if self.padding == "SAME":
-            ph, pw = (kh - 1) // 2, (kw - 1) // 2
-            x = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-        else:
-            h, w = h - kh + 1, w - kw + 1
-        out = x[:, :h, :w, :] * k[0, 0, 0]
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    out = out + x[:, i:i + h, j:j + w, :] * k[i, j, 0]
-        return out
+        self.strides, self.padding = tuple(strides), padding
 
     def __call__(self, x):
-        if self.stride1 and self.padding in ("SAME", "VALID"):
-            return self.pointwise(self._depthwise_shifted(x))
-        return self.pointwise(self.depthwise(x))
+        # One function decides how a depthwise conv runs on each backend (cms_jax.convs).
+        return self.pointwise(convs.depthwise_conv(x, self.depthwise.kernel[...], self.strides, self.padding))
 
 
 def _out_len(n: int, k: int, s: int, padding: str) -> int:

@@ -1,8 +1,8 @@
 """The configuration of one CMS run, and its fingerprint for safe resumption.
 
 A run is defined by what changes its numbers: the model, the image list, the
-occlusion (patch side, fill, score), the mesh density, visibility and the
-canonical canvas. Two runs with the same fingerprint add up to the same CMS,
+occlusion (patch side, fill, score), the compute dtype, the mesh density,
+visibility and the canonical canvas. Two runs with the same fingerprint add up to the same CMS,
 so a checkpoint may only be resumed by a run whose fingerprint matches.
 """
 from __future__ import annotations
@@ -29,8 +29,10 @@ class RunConfig:
       reduce: 'mean' (Eq. 6) or 'sum' (the official code).
       batch_size: work items (image, vertex) per device batch, over all devices.
       label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name.
-      incremental: score VGG-family models by exact incremental inference (cms_jax.incremental);
-        same drops within fp32 tolerance, several times fewer FLOPs.
+      incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
+        on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
+      dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
+        changes the numbers, so it is part of the fingerprint.
     """
 
     model: str = "gender"
@@ -46,6 +48,7 @@ class RunConfig:
     batch_size: int = 1024
     label_from: str = ""
     incremental: bool = False
+    dtype: str = "float32"
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
     _NOT_IN_FINGERPRINT = ("batch_size", "incremental")
@@ -59,6 +62,8 @@ class RunConfig:
             raise ValueError(f"bad sizes in {self}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.label_from not in ("", "utkface_gender"):
             raise ValueError(f"label_from must be '' or 'utkface_gender', got {self.label_from!r}")
 
@@ -73,8 +78,13 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def differences(self, saved: dict) -> list[str]:
-        """Flags whose value differs from a checkpoint's saved config, as 'name: saved -> now'."""
+        """Flags whose value differs from a checkpoint's saved config, as 'name: saved -> now'.
+
+        A flag the checkpoint does not know (added since) counts as its default there.
+        """
         now = self.fingerprint_fields()
+        defaults = RunConfig().to_dict()
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
         out = []
         for k in sorted(set(now) | set(saved)):
             if k in self._NOT_IN_FINGERPRINT:

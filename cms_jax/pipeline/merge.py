@@ -4,7 +4,8 @@ Each process ``k`` of ``P`` works in ``<out_dir>/process_k`` on
 ``files[k::P]`` and, when done, writes ``partial.json``. Process 0 waits for
 all of them, then adds the accumulator states (sums and counts add exactly:
 Eq. 6 is a mean of per-image maps), concatenates the drop shards back into
-the global image order, and writes the usual outputs at ``<out_dir>``.
+the global image order, and writes the usual outputs at ``<out_dir>``. The
+merged ``stage_seconds`` and ``host_seconds`` are summed over the processes.
 """
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def merge_processes(cfg, scorer, out_dir: str, count: int, timeout_s: float = 36
     dirs = wait_for_partials(out_dir, count, timeout_s)
     scorer.acc_state = scorer.acc.empty_state()
     parts, skipped, seconds = [], [], 0.0
+    stages = {"stage_seconds": {}, "host_seconds": {}}  # summed over processes
     for d in dirs:
         with open(os.path.join(d, "partial.json")) as fh:
-            meta = json.load(fh)["meta"]
+            partial = json.load(fh)
+        meta = partial["meta"]
+        for key, total in stages.items():
+            for k, v in partial["summary"].get(key, {}).items():
+                total[k] = round(total.get(k, 0.0) + v, 4)
         with np.load(os.path.join(d, "partial_state.npz")) as z:
             st = {k: z[k] for k in z.files}
         diffs = cfg.differences(meta["config"])
@@ -54,6 +60,7 @@ def merge_processes(cfg, scorer, out_dir: str, count: int, timeout_s: float = 36
     skipped.sort(key=lambda s: order.get(s["file"], -1))
     summary = outputs.summary(cfg, scorer, total=len(all_files), skipped=skipped, seconds=seconds)
     summary["processes"] = count
+    summary.update(stages)
     outputs.write_final(out_dir, scorer, parts, summary)
     # Put drops.npz rows back in the global image order.
     path = os.path.join(out_dir, "drops.npz")

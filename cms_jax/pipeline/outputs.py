@@ -45,7 +45,14 @@ def read_parts(paths: list[str]) -> dict[str, np.ndarray]:
 
 
 def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> dict:
+    """The run's summary.json: settings, counts, speed, and how the drops were computed.
+
+    ``forward`` is 'dense' or 'incremental', ``dtype`` the compute dtype; bfloat16 runs add
+    ``bf16_fidelity``, the Pearson correlation of their drops with float32 drops of the first
+    scored chunk (None when no chunk was scored in this process's run).
+    """
     images_done = scorer.count
+    extra = {"bf16_fidelity": scorer.bf16_fidelity} if cfg.dtype == "bfloat16" else {}
     return {
         "model": cfg.model,
         "model_name": scorer.model.name,
@@ -55,6 +62,9 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "canonical_patch_size": float(scorer.f),
         "score": cfg.score,
         "reduce": cfg.reduce,
+        "forward": scorer.forward,
+        "dtype": cfg.dtype,
+        **extra,
         "vertices": scorer.num_vertices,
         "subdivision": cfg.subdivision,
         "visibility": cfg.visibility,

@@ -28,6 +28,7 @@ from cms_jax.align import cache as align_cache
 from cms_jax.align import images as align_images
 from cms_jax.align.crops import crop_face
 from cms_jax.align.landmarker import Landmarker
+from cms_jax.pipeline.progress import StageTimer
 
 
 @dataclasses.dataclass
@@ -40,6 +41,7 @@ class Prepared:
     xy: np.ndarray | None = None        # float32 (468, 2) landmarks in crop pixels
     z: np.ndarray | None = None         # float32 (468,) depth (for visibility)
     notes: tuple[str, ...] = ()
+    seconds: dict = dataclasses.field(default_factory=dict)  # host seconds by stage (see prepare_one)
 
 
 _LM = None
@@ -54,35 +56,49 @@ def _init(settings: dict) -> None:
 
 
 def prepare_one(path: str, settings: dict | None = None, lm=None) -> Prepared:
-    """Decode, align (through the cache) and crop one file; never raises for bad input."""
-    s = settings or _SETTINGS
-    lm = lm or _LM
+    """Decode, align (through the cache) and crop one file; never raises for bad input.
+
+    The result's ``seconds`` holds this file's host time by stage: ``read`` (file bytes and
+    landmark cache), ``decode_align`` (decode and MediaPipe; decode only on a cache hit), ``crop``.
+    """
+    timer = StageTimer()
     try:
+        p = _prepare(path, settings or _SETTINGS, lm or _LM, timer)
+    except align_images.ImageError as e:
+        p = Prepared(path, reason=e.reason)
+    except Exception as e:  # one bad file never stops the run: record why
+        p = Prepared(path, reason=f"error: {type(e).__name__}: {e}")
+    p.seconds = dict(timer.seconds)
+    return p
+
+
+def _prepare(path: str, s: dict, lm, timer: StageTimer) -> Prepared:
+    with timer("read"):
         data = align_images.read_bytes(path)
         cache = pathlib.Path(s["cache_dir"]) if s.get("cache_dir") else None
         d = None
         if cache is not None:
             entry = align_cache.entry_path(cache, align_cache.cache_key(data, s["model_sha"], s["num_faces"]))
             d = align_cache.read_entry(entry)
-        rgb = None
-        if d is None:
+    rgb = None
+    if d is None:
+        with timer("decode_align"):
             d = align_batch.align_bytes(lm, path, data, keep_image=True)
-            d.pop("called", None)
-            rgb = d.pop("rgb", None)
-            if cache is not None and d.get("reason") != align_images.UNREADABLE:
+        d.pop("called", None)
+        rgb = d.pop("rgb", None)
+        if cache is not None and d.get("reason") != align_images.UNREADABLE:
+            with timer("read"):
                 align_cache.write_entry(entry, d)
-        if d.get("reason"):
-            return Prepared(path, reason=str(d["reason"]), notes=tuple(d.get("notes", ())))
-        notes = ()
-        if rgb is None:  # landmarks came from the cache: decode for the crop
+    if d.get("reason"):
+        return Prepared(path, reason=str(d["reason"]), notes=tuple(d.get("notes", ())))
+    notes = ()
+    if rgb is None:  # landmarks came from the cache: decode for the crop
+        with timer("decode_align"):
             rgb, notes = align_images.load_image_bytes(data, path)
+    with timer("crop"):
         crop, xy = crop_face(rgb, np.asarray(d["xy"], np.float32), s["policy"], s["margin"], s["out_hw"])
-        return Prepared(path, crop=np.ascontiguousarray(crop, np.uint8), xy=np.asarray(xy, np.float32),
-                        z=np.asarray(d["z"], np.float32), notes=tuple(d.get("notes", ())) or tuple(notes))
-    except align_images.ImageError as e:
-        return Prepared(path, reason=e.reason)
-    except Exception as e:  # one bad file never stops the run: record why
-        return Prepared(path, reason=f"error: {type(e).__name__}: {e}")
+    return Prepared(path, crop=np.ascontiguousarray(crop, np.uint8), xy=np.asarray(xy, np.float32),
+                    z=np.asarray(d["z"], np.float32), notes=tuple(d.get("notes", ())) or tuple(notes))
 
 
 def _work(path: str) -> Prepared:

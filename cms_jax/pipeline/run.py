@@ -20,7 +20,7 @@ from cms_jax.pipeline import outputs
 from cms_jax.pipeline.checkpoint import RunCheckpoint
 from cms_jax.pipeline.config import RunConfig
 from cms_jax.pipeline.inputs import expand_images, shard
-from cms_jax.pipeline.progress import Progress
+from cms_jax.pipeline.progress import Progress, StageTimer
 from cms_jax.pipeline.scoring import Scorer
 from cms_jax.pipeline.prepare import FacePreparer, label_for
 
@@ -65,7 +65,12 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
       stop_after: stop (as if preempted) after this many images of this run; 0 = never. For tests.
 
     Returns:
-      The summary dict (also written to ``summary.json`` for single-process runs).
+      The summary dict (also written to ``summary.json`` for single-process runs). Its
+      ``stage_seconds`` are this invocation's main-process wall seconds by stage (disjoint:
+      ``prepare_wait`` blocked on host workers, ``score``, ``accumulate``, ``write``,
+      ``checkpoint``, ``pool`` start and stop); ``host_seconds`` are the per-file host stages
+      (``read``, ``decode_align``, ``crop``) summed over the worker processes (inside
+      ``prepare_wait`` when ``workers=0``).
     """
     cfg.validate()
     t_start = time.monotonic()
@@ -97,6 +102,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         start = scorer.load_state(state)
         parts, skipped = list(meta["parts"]), list(meta["skipped"])
         seconds_before = float(meta["seconds"])
+        scorer.bf16_fidelity = meta.get("bf16_fidelity", scorer.bf16_fidelity)  # measured before the stop
     # Shards written after the last checkpoint belong to work that will be redone.
     for stale in set(glob.glob(os.path.join(parts_dir, "*.npz"))) - {os.path.join(parts_dir, p) for p in parts}:
         os.remove(stale)
@@ -105,33 +111,41 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parts": parts,
                 "skipped": skipped, "seconds": seconds, "files_total": len(files),
                 "files_digest": _files_digest(files), "process_index": process_index,
-                "process_count": process_count}
+                "process_count": process_count, "bf16_fidelity": scorer.bf16_fidelity}
 
     progress = Progress(len(files), done=start, label=f"cms p{process_index}") if show_progress else None
     index, last_ckpt, done_now = start, time.monotonic(), 0
-    preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=workers,
-                            cache_dir=align_cache or os.path.join(work, "align_cache"))
+    timer, host = StageTimer(), StageTimer()
+    with timer("pool"):
+        preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=workers,
+                                cache_dir=align_cache or os.path.join(work, "align_cache"))
     try:
-        for chunk in _chunks(preparer.imap(files[start:]), chunk_images):
+        for chunk in _chunks(timer.iterate(preparer.imap(files[start:]), "prepare_wait"), chunk_images):
             good = [r for r in chunk if r.reason is None]
             for r in chunk:
+                for stage, sec in r.seconds.items():
+                    host.add(stage, sec)
                 if r.reason is not None:
                     skipped.append({"file": r.path, "reason": r.reason})
             if good:
                 labels = [label_for(cfg, r.path) for r in good]
-                result, failed = scorer.score(good, labels)
+                with timer("score"):
+                    result, failed = scorer.score(good, labels)
                 skipped.extend(failed)
                 if result is not None:
-                    scorer.accumulate(result)
+                    with timer("accumulate"):
+                        scorer.accumulate(result)
                     name = f"part-{index:09d}.npz"
-                    outputs.write_part(os.path.join(parts_dir, name), result)
+                    with timer("write"):
+                        outputs.write_part(os.path.join(parts_dir, name), result)
                     parts.append(name)
             index += len(chunk)
             done_now += len(chunk)
             if progress:
                 progress.update(len(chunk), skipped=len(skipped))
             if time.monotonic() - last_ckpt >= checkpoint_every_s or index == len(files):
-                ckpt.save(index, scorer.state(index), meta_now(seconds_before + time.monotonic() - t_start))
+                with timer("checkpoint"):
+                    ckpt.save(index, scorer.state(index), meta_now(seconds_before + time.monotonic() - t_start))
                 last_ckpt = time.monotonic()
             if stop_after and done_now >= stop_after and index < len(files):
                 ckpt.save(index, scorer.state(index), meta_now(seconds_before + time.monotonic() - t_start))
@@ -139,16 +153,26 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         if index == start and ckpt.latest_step() is None:  # empty shard: still leave a checkpoint
             ckpt.save(index, scorer.state(index), meta_now(seconds_before + time.monotonic() - t_start))
     finally:
-        preparer.close()
-        ckpt.close()
+        with timer("pool"):
+            preparer.close()
+        with timer("checkpoint"):
+            ckpt.close()  # waits for a pending save
 
     seconds = seconds_before + time.monotonic() - t_start
     summary = outputs.summary(cfg, scorer, total=len(files), skipped=skipped, seconds=seconds)
-    # A process's final result, in plain files another process can read (Orbax checkpoints are
-    # per-process), written before partial.json, which marks it complete.
-    outputs._atomic_savez(os.path.join(work, "partial_state.npz"), **scorer.state(index))
-    with open(os.path.join(work, "partial.json"), "w") as f:
-        json.dump({"summary": summary, "parts": parts, "meta": meta_now(seconds)}, f)
-    if process_count == 1:
-        outputs.write_final(out_dir, scorer, [os.path.join(parts_dir, p) for p in parts], summary)
+    summary["host_seconds"] = host.as_dict()
+    with timer("write"):
+        # A process's final result, in plain files another process can read (Orbax checkpoints are
+        # per-process), written before partial.json, which marks it complete.
+        outputs._atomic_savez(os.path.join(work, "partial_state.npz"), **scorer.state(index))
+        summary["stage_seconds"] = timer.as_dict()
+        with open(os.path.join(work, "partial.json"), "w") as f:
+            json.dump({"summary": summary, "parts": parts, "meta": meta_now(seconds)}, f)
+        if process_count == 1:
+            summary = outputs.write_final(out_dir, scorer, [os.path.join(parts_dir, p) for p in parts],
+                                          summary)
+    if process_count == 1:  # again, now that the final writes are counted
+        summary["stage_seconds"] = timer.as_dict()
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary

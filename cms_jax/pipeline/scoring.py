@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cms_jax import models
 from cms_jax.accumulate import CMSAccumulator
 from cms_jax.align.canonical import CanonicalFace
 from cms_jax.align.visibility import visible_vertices
-from cms_jax import occlusion as occ
 from cms_jax.engine import EngineResult, OcclusionEngine
 from cms_jax.occlusion import default_patch_size
 from cms_jax.projection import splat
@@ -54,7 +51,12 @@ def canonical_patch_size(cfg_patch: int, model, canon) -> float:
 
 
 class Scorer:
-    """The model, canonical face, engine and CMS accumulator of one run."""
+    """The model, canonical face, engine and CMS accumulator of one run.
+
+    The engine's forward strategy and dtype come from the config
+    (``cfg.incremental``, ``cfg.dtype``); a black-box model with
+    ``incremental=True`` is refused here, before any image is read.
+    """
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
         self.cfg = cfg
@@ -62,19 +64,19 @@ class Scorer:
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.patch = cfg.patch_size or default_patch_size(self.model.input_size[0])
         self.f = canonical_patch_size(cfg.patch_size, self.model, self.canon)
-        mesh = sharding.data_mesh(devices if devices is not None else jax.local_devices())
-        self.engine = OcclusionEngine(self.model, score=cfg.score, batch_size=cfg.batch_size,
-                                      images_per_group=16, mesh=mesh)
-        self._incremental = None
-        if cfg.incremental:
-            from cms_jax import incremental
-            try:
-                params, arch = incremental.from_face_model(self.model)
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"--incremental needs a VGG-family model; {cfg.model!r} is not one: {e}") from None
-            self._incremental = (incremental.replicate(params), arch)
+        self.mesh = sharding.data_mesh(devices)  # default: this process's local devices
+        self.forward = "incremental" if cfg.incremental else "dense"
+        self.engine = self._engine(cfg.dtype)
+        # bfloat16 runs score their first chunk in float32 too: summary.json["bf16_fidelity"].
+        self.bf16_fidelity: float | None = None
+        self._fp32: OcclusionEngine | None = None
         self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce)
         self.acc_state = self.acc.empty_state()
+
+    def _engine(self, dtype: str) -> OcclusionEngine:
+        return OcclusionEngine(self.model, score=self.cfg.score, batch_size=self.cfg.batch_size,
+                               images_per_group=16, mesh=self.mesh, forward=self.forward, dtype=dtype,
+                               patch_size=self.patch)
 
     @property
     def num_vertices(self) -> int:
@@ -139,11 +141,12 @@ class Scorer:
         if any(t is None for t in tg) and not all(t is None for t in tg):
             raise ValueError("labels must be given for every image of a run or for none")
         try:
-            run = self._run_incremental if self._incremental else self.engine.run
-            res = run(self.model.preprocess(np.stack([k[0].crop for k in kept])),
-                      np.stack([k[2] for k in kept]), valid=np.stack([k[3] for k in kept]),
-                      targets=None if tg[0] is None else np.asarray(tg, np.int32),
-                      patch_size=self.patch, fill=self.cfg.fill)
+            x, xy, valid = (self.model.preprocess(np.stack([k[0].crop for k in kept])),
+                            np.stack([k[2] for k in kept]), np.stack([k[3] for k in kept]))
+            res = self.engine.run(x, xy, valid=valid, targets=None if tg[0] is None else np.asarray(tg, np.int32),
+                                  patch_size=self.patch, fill=self.cfg.fill)
+            if self.cfg.dtype == "bfloat16" and self.bf16_fidelity is None:
+                self.bf16_fidelity = self._fidelity(res, x, xy)
         except Exception as e:  # never lose the run to one chunk
             if len(kept) == 1:
                 return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}"}]
@@ -163,21 +166,19 @@ class Scorer:
         return ChunkResult([files[i] for i in keep], res.drops[keep], res.valid[keep],
                            res.targets[keep], res.clean[keep]), failed
 
-    def _run_incremental(self, x, xys, *, valid, targets, patch_size, fill) -> EngineResult:
-        """The engine's contract, computed with exact incremental inference (VGG family)."""
-        from cms_jax import incremental
-        params, arch = self._incremental
-        n, v = xys.shape[:2]
-        drops, tg, clean = np.zeros((n, v), np.float32), np.zeros(n, np.int32), np.zeros(n, np.float32)
-        mode = occ.score_mode(self.cfg.score, self.model.outputs_are_probs, self.model.output)
-        for i in range(n):
-            c_logits, o_logits = incremental.occluded_logits(params, arch, x[i], xys[i], patch_size, fill=fill)
-            tg[i] = int(np.argmax(c_logits)) if targets is None else int(targets[i])
-            c_conf = np.asarray(occ.confidences(jnp.asarray(c_logits)[None], mode))[0, tg[i]]
-            o_conf = np.asarray(occ.confidences(jnp.asarray(o_logits), mode))[:, tg[i]]
-            clean[i] = c_conf
-            drops[i] = np.where(valid[i], occ.drops_from_confidences(np.full(v, c_conf), o_conf), 0.0)
-        return EngineResult(drops=drops, targets=tg, clean=clean, valid=np.asarray(valid))
+    def _fidelity(self, res: EngineResult, x, xy) -> float | None:
+        """Pearson correlation of these bfloat16 drops with float32 drops of the same images and targets.
+
+        None when the drops are constant (then the next chunk is tried).
+        """
+        self._fp32 = self._fp32 or self._engine("float32")
+        ref = self._fp32.run(x, xy, valid=res.valid, targets=res.targets, patch_size=self.patch, fill=self.cfg.fill)
+        keep = res.valid & np.isfinite(res.drops) & np.isfinite(ref.drops)
+        a, b = res.drops[keep], ref.drops[keep]
+        if a.size < 2 or a.std() == 0 or b.std() == 0:
+            return None
+        self._fp32 = None  # only the first chunk is compared: free its weights and compiled steps
+        return float(np.corrcoef(a, b)[0, 1])
 
     def accumulate(self, result: ChunkResult) -> None:
         """Add the chunk's CIS maps (Eqs. 4-5) to the CMS sum (Eq. 6)."""

@@ -1,0 +1,184 @@
+"""Forward strategies of the occlusion engine: how phi(I ⊙ B_v, c) of Eq. 1 is computed.
+
+Both strategies score the same work items -- (image of the group, square from
+`occlusion.square_bounds`) -- with the same confidence rule
+(`occlusion.confidences` then `occlusion.target_confidence`), on the engine's
+``data`` mesh:
+
+* `Dense`: every occluded copy ``I ⊙ B`` (Eqs. 2-3, `occlusion.occlude_batch`)
+  runs through the whole model.
+* `IncrementalForward`: the group's clean activations are computed once
+  (`cms_jax.incremental.Incremental.clean`), and each copy recomputes only the
+  window its square reaches (``Incremental.items``); same outputs up to float
+  rounding, far fewer FLOPs.
+
+Each strategy has two calls: ``group(images, targets, patch)`` places a group of
+images on the mesh and scores them clean, returning ``(carry, phi, class)``;
+``step(carry, idx, boxes, targets, fill)`` scores one device batch of copies.
+With ``dtype='bfloat16'`` floating weights are cast once and images are cast
+on placement; outputs go back to float32 before the confidence.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cms_jax import occlusion as occ
+from cms_jax import sharding as shd
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+STACK_BUDGET_BYTES = 1 << 30  # clean stack of one group, replicated on every device
+
+
+def cast_floats(tree: Any, dtype) -> Any:
+    """Casts the floating leaves of a pytree (model weights) to ``dtype``; other leaves unchanged."""
+    def cast(a):
+        a = jnp.asarray(a)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    return jax.tree.map(cast, tree)
+
+
+def phi(outputs: jax.Array, mode: str, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eq. 1's confidence phi of each row: float32 outputs -> confidences -> (phi (B,), class (B,))."""
+    return occ.target_confidence(occ.confidences(outputs.astype(jnp.float32), mode), target)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What a strategy needs of a model: ``apply(params, x)``, its weights and how to read its outputs."""
+    apply: Callable
+    params: Any
+    mode: str       # 'softmax' | 'raw' (`occlusion.score_mode`)
+    jittable: bool
+    name: str
+
+
+class Dense:
+    """Every occluded copy runs through the whole model (the paper's procedure, batched)."""
+
+    name = "dense"
+
+    def __init__(self, model: Model, mesh, dtype: str):
+        self.model, self.mesh, self.dtype = model, mesh, DTYPES[dtype]
+        self.trace_count = 0
+        rep, dat = shd.replicated(mesh), shd.data_sharding(mesh)
+        if model.jittable:
+            params = model.params if dtype == "float32" else cast_floats(model.params, self.dtype)
+            self._params = shd.replicate(params, mesh)
+            self._step = jax.jit(self._step_impl, in_shardings=(rep, rep, dat, dat, dat, rep),
+                                 out_shardings=(dat, dat))
+        else:  # cannot be traced: occlude on the device, run the model on the host (float32 input)
+            self._params = model.params
+            self._occlude = jax.jit(lambda slab, idx, box, fill: occ.occlude_batch(slab[idx], box, fill))
+
+    def _step_impl(self, params, slab, idx, box, target, fill):
+        """One device batch: gather, occlude (vmap), score -> (phi (B,), class (B,))."""
+        self.trace_count += 1
+        x = occ.occlude_batch(slab[idx], box, fill)
+        return phi(self.model.apply(params, x), self.model.mode, target)
+
+    def num_outputs(self, image_shape) -> float:
+        """K, the model's output width (inf when it cannot be traced)."""
+        if not self.model.jittable:
+            return np.inf
+        x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), self.dtype)
+        return jax.eval_shape(self.model.apply, self._params, x).shape[-1]
+
+    def group_size(self, requested: int, image_shape, patch: int) -> int:
+        """Images per group: as requested (the slab is small next to the weights)."""
+        return requested
+
+    def group(self, images: np.ndarray, targets: np.ndarray, patch: int):
+        """Replicates the group's images; clean pass = copies with empty squares."""
+        slab = jax.device_put(images.astype(self.dtype), shd.replicated(self.mesh))
+        g = len(images)
+        c_phi, c_cls = self.step(slab, np.arange(g, dtype=np.int32), np.zeros((g, 4), np.int32), targets, 0.0)
+        return slab, c_phi, c_cls
+
+    def step(self, slab, idx, boxes, targets, fill):
+        """phi and class of one device batch of copies ``slab[idx] ⊙ B(boxes)``."""
+        fill = np.asarray(fill, self.dtype)
+        if self.model.jittable:
+            return self._step(self._params, slab, idx, boxes, targets, fill)
+        x = np.asarray(self._occlude(slab, idx, boxes, fill), np.float32)
+        raw = jnp.asarray(np.asarray(self.model.apply(self._params, x), np.float32))
+        return phi(raw, self.model.mode, jnp.asarray(targets))
+
+
+class IncrementalForward:
+    """Exact incremental inference: one clean pass per group, windows per copy.
+
+    One `cms_jax.incremental.Incremental` (and its two jitted calls) is kept per
+    (input shape, square side). The clean stack is replicated on the mesh; the
+    group size is lowered so it stays under `STACK_BUDGET_BYTES`.
+    """
+
+    name = "incremental"
+
+    def __init__(self, model: Model, mesh, dtype: str):
+        if not model.jittable:
+            raise ValueError(f"forward='incremental' cannot score model {model.name!r}: it cannot be traced "
+                             f"(a black box). Drop --incremental to score it densely.")
+        self.model, self.mesh, self.dtype = model, mesh, DTYPES[dtype]
+        self.trace_count = 0
+        self._params = shd.replicate(cast_floats(model.params, self.dtype), mesh)
+        self._plans: dict[tuple, tuple] = {}
+
+    def plan(self, image_shape, patch: int):
+        """(Incremental, jitted clean, jitted step, stack bytes per image) for this shape and side, cached."""
+        key = (tuple(image_shape), int(patch))
+        if key not in self._plans:
+            from cms_jax.incremental import Incremental
+            try:
+                inc = Incremental(self.model.apply, self._params, key[0], key[1], dtype=self.dtype)
+            except ValueError as e:
+                raise ValueError(f"forward='incremental' cannot score model {self.model.name!r}: {e} "
+                                 f"Drop --incremental to score it densely.") from None
+            rep, dat = shd.replicated(self.mesh), shd.data_sharding(self.mesh)
+            mode = self.model.mode
+
+            def clean(params, images, target):
+                self.trace_count += 1
+                out, stack = inc.clean(params, images)
+                return (stack,) + phi(out, mode, target)
+
+            def step(params, stack, idx, boxes, target, fill):
+                self.trace_count += 1
+                return phi(inc.items(params, stack, idx, boxes, fill), mode, target)
+
+            one = jax.ShapeDtypeStruct((1,) + key[0], self.dtype)
+            nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
+                jax.eval_shape(inc.clean, self._params, one)[1]))
+            self._plans[key] = (inc, jax.jit(clean, in_shardings=(rep, dat, dat), out_shardings=(rep, dat, dat)),
+                                jax.jit(step, in_shardings=(rep, rep, dat, dat, dat, rep),
+                                        out_shardings=(dat, dat)), nbytes)
+        return self._plans[key]
+
+    def num_outputs(self, image_shape) -> int:
+        """K, the model's output width."""
+        x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), self.dtype)
+        return jax.eval_shape(self.model.apply, self._params, x).shape[-1]
+
+    def group_size(self, requested: int, image_shape, patch: int) -> int:
+        """``requested`` lowered so the group's clean stack fits the budget; a multiple of the devices."""
+        ndev = shd.num_shards(self.mesh)
+        fits = STACK_BUDGET_BYTES // max(1, self.plan(image_shape, patch)[3])
+        return max(ndev, min(requested, fits) // ndev * ndev)
+
+    def group(self, images: np.ndarray, targets: np.ndarray, patch: int):
+        """Clean outputs and clean stack of the group (computed sharded, stack replicated)."""
+        _, clean, step, _ = self.plan(images.shape[1:], patch)
+        stack, c_phi, c_cls = clean(self._params, images.astype(self.dtype), targets)
+        return (step, stack), c_phi, c_cls
+
+    def step(self, carry, idx, boxes, targets, fill):
+        """phi and class of one device batch of copies, from the group's clean stack."""
+        step, stack = carry
+        return step(self._params, stack, idx, boxes, targets, np.asarray(fill, self.dtype))
+
+
+FORWARDS = {"dense": Dense, "incremental": IncrementalForward}

@@ -1,0 +1,206 @@
+"""The main job end to end, measured: faces/s, seconds per stage, FLOP/s, peak RSS, and Keras.
+
+`bench_job` runs `run_job` twice: a warm-up on a couple of images, whose
+compiled executables land in a JAX persistent compilation cache (a fresh
+`Scorer` re-jits, so without it the timed run would compile again), then the
+timed run over all the images with a cold landmark cache, as a first run over
+a data set would be. It reads the run's ``summary.json`` (``stage_seconds``,
+``host_seconds``) and ``drops.npz`` (passes scored), sets achieved FLOP/s
+against a jitted 2048x2048 fp32 matmul timed in the same process, and, when
+TensorFlow is importable, runs the same model file through the dense
+procedure a Keras user would write (`keras_reference`) on the same faces,
+after the job (JAX and TensorFlow share the cores: never concurrently).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cms_jax.pipeline import keras_reference, run_job
+
+
+def matmul_rate(n: int = 2048) -> float:
+    """Measured fp32 FLOP/s of a jitted n x n ``jnp.dot`` on the default device (best of 3)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(jnp.dot)
+    f(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def default_images() -> str:
+    """``faces/utkface_22k`` under the first asset root that has it."""
+    from cms_jax.assets import asset_roots
+
+    for root in asset_roots():
+        if (root / "faces" / "utkface_22k").is_dir():
+            return str(root / "faces" / "utkface_22k")
+    raise FileNotFoundError(f"no faces/utkface_22k under {[str(r) for r in asset_roots()]}; pass --images")
+
+
+def _timed_job(cfg, out_dir: str, workers: int, chunk_images: int) -> tuple[dict, float]:
+    t = time.perf_counter()
+    summary = run_job(cfg, out_dir, workers=workers, chunk_images=chunk_images, show_progress=False)
+    return summary, time.perf_counter() - t
+
+
+def bench_job(cfg, *, workers: int = 2, warmup_images: int = 2, chunk_images: int = 16,
+              matmul_n: int = 2048, keras: bool = True) -> dict:
+    """Measure the main job over ``cfg.images`` (see the module docstring).
+
+    Args:
+      cfg: the job's `RunConfig` (``images`` already set).
+      workers: host worker processes of the job.
+      warmup_images: images of the warm-up run (0: none; compilation is then timed).
+      chunk_images: images scored together.
+      matmul_n: side of the reference matmul.
+      keras: run the Keras side by side when TensorFlow is importable.
+
+    Returns:
+      The results dict (see ``experiments/bench_job.py``).
+    """
+    dev = jax.devices()[0]
+    res = {"device": {"kind": dev.device_kind, "platform": dev.platform, "count": jax.device_count()},
+           "model": cfg.model, "images": cfg.images, "workers": workers,
+           "config": cfg.to_dict(), "matmul_fp32_flops_per_s": matmul_rate(matmul_n)}
+    cache_flags = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                   "jax_persistent_cache_min_entry_size_bytes")
+    saved = {k: getattr(jax.config, k) for k in cache_flags}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for k, v in zip(cache_flags, (os.path.join(tmp, "xla_cache"), 0.0, 0)):
+                jax.config.update(k, v)
+            _measure(cfg, tmp, res, workers, warmup_images, chunk_images, keras)
+        finally:
+            for k, v in saved.items():
+                jax.config.update(k, v)
+    res["peak_rss_mib_end"] = round(peak_rss_mib(), 1)
+    return res
+
+
+def _measure(cfg, tmp, res, workers, warmup_images, chunk_images, keras) -> None:
+    """The warm-up and timed runs, FLOPs and the Keras side by side, into ``res``."""
+    from cms_jax.models import flops, load
+
+    if warmup_images:
+        warm, warm_s = _timed_job(dataclasses.replace(cfg, max_images=warmup_images),
+                                  os.path.join(tmp, "warmup"), workers, chunk_images)
+        res["warmup"] = {"images": warm["images_done"], "seconds": round(warm_s, 3),
+                         "score_seconds_incl_compile": warm["stage_seconds"].get("score", 0.0)}
+    run_dir = os.path.join(tmp, "run")
+    summary, wall = _timed_job(cfg, run_dir, workers, chunk_images)
+    res["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    with np.load(os.path.join(run_dir, "drops.npz")) as z:
+        files, drops, valid, targets = list(z["files"]), z["drops"], z["valid"], z["targets"]
+    n = int(summary["images_done"])
+    stages = summary["stage_seconds"]
+    res.update({
+        "images_total": summary["images_total"], "images_done": n,
+        "images_skipped": len(summary["images_skipped"]),
+        "forward": summary.get("forward"), "dtype": summary.get("dtype"),
+        "bf16_fidelity": summary.get("bf16_fidelity"),
+        "wall_seconds": round(wall, 3), "faces_per_s": n / wall,
+        "loop_seconds": summary["seconds"], "faces_per_s_loop": summary["faces_per_second"],
+        "stage_seconds": stages, "host_seconds": summary["host_seconds"],
+        "outside_stages_seconds": round(wall - sum(stages.values()), 3),
+    })
+    # One clean pass per image and one per scored vertex (batch padding not counted), each at the
+    # dense forward's FLOPs: for the incremental forward this is the dense-equivalent rate.
+    passes = int(valid.sum()) + n
+    flops_per_pass = flops(load(cfg.model))
+    res.update({"passes": passes, "dense_flops_per_pass": flops_per_pass,
+                "achieved_flops_per_s": flops_per_pass * passes / wall,
+                "achieved_flops_per_s_in_score": flops_per_pass * passes / max(stages.get("score", 0), 1e-9)})
+    res["fraction_of_matmul"] = res["achieved_flops_per_s"] / res["matmul_fp32_flops_per_s"]
+    res["fraction_of_matmul_in_score"] = res["achieved_flops_per_s_in_score"] / res["matmul_fp32_flops_per_s"]
+    res["keras"] = (_keras_side_by_side(cfg, files, drops, valid, targets, res) if keras
+                    else "n/a: not requested")
+
+
+def _keras_side_by_side(cfg, files, drops, valid, targets, res) -> dict | str:
+    """The Keras dense procedure on the job's scored faces; an "n/a: ..." string when it cannot run."""
+    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.pipeline.scoring import Scorer
+
+    path = keras_reference.keras_file(cfg.model)
+    if path is None:
+        return f"n/a: {cfg.model} is not a Keras HDF5 model"
+    try:
+        model = keras_reference.load(path)
+    except ImportError:
+        return keras_reference.TF_MISSING
+    scorer = Scorer(cfg)
+    # The same host prep as the job (decode, MediaPipe, crop; no landmark cache), in this process.
+    preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=0, cache_dir=None)
+    try:
+        prepared = [p for p in preparer.imap(files) if p.reason is None]
+    finally:
+        preparer.close()
+    model.predict_on_batch(np.zeros((2,) + tuple(model.input_shape[1:]), np.float32))  # build the TF graph
+    out, secs = keras_reference.run_reference(model.predict_on_batch, scorer,
+                                              prepared, dict(zip(files, targets.tolist())))
+    row = {f: i for i, f in enumerate(files)}
+    both = {f: valid[row[f]] & v for f, (_, v) in out.items()}  # landmarks are recomputed here
+    a = np.concatenate([drops[row[f]][m] for f, m in both.items()])
+    b = np.concatenate([out[f][0][m] for f, m in both.items()])
+    same_valid = all(np.array_equal(valid[row[f]], v) for f, (_, v) in out.items())
+    n = len(out)
+    device, procedure = secs["predict"], secs["predict"] + secs["occlude"]
+    total = procedure + secs["host"]
+    return {
+        "model_file": path, "faces": n, "batch": keras_reference.BATCH,
+        "seconds": {k: round(v, 3) for k, v in secs.items()},
+        "faces_per_s_predict_only": n / device, "faces_per_s_procedure": n / procedure,
+        "faces_per_s_with_host_prep": n / total,
+        "job_over_keras_with_host_prep": res["faces_per_s"] / (n / total),
+        "job_over_keras_predict_only": res["faces_per_s"] / (n / device),
+        "drops_pearson": float(np.corrcoef(a, b)[0, 1]) if a.size > 1 else float("nan"),
+        "drops_max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0,
+        "same_valid_vertices": bool(same_valid),
+    }
+
+
+def print_report(res: dict) -> None:
+    """The results of `bench_job` as a few lines of text."""
+    print(f"{res['model']} ({res['forward']}, {res['dtype']}) on {res['images_done']}/{res['images_total']} faces, "
+          f"{res['workers']} workers, "
+          f"{res['device']['kind']} x{res['device']['count']}")
+    if "warmup" in res:
+        w = res["warmup"]
+        print(f"  warm-up: {w['images']} faces in {w['seconds']:.1f} s "
+              f"(scoring incl. compilation {w['score_seconds_incl_compile']:.1f} s)")
+    print(f"  job: {res['faces_per_s']:.2f} faces/s ({res['wall_seconds']:.1f} s wall; "
+          f"{res['faces_per_s_loop']:.2f} faces/s in the streaming loop)")
+    print("  main-process seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in res["stage_seconds"].items())
+          + f", outside the stages {res['outside_stages_seconds']:.2f}")
+    print("  worker seconds (summed): " + ", ".join(f"{k} {v:.2f}" for k, v in res["host_seconds"].items()))
+    print(f"  {res['passes']} passes x {res['dense_flops_per_pass'] / 1e6:.1f} MFLOP: "
+          f"{res['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s = {100 * res['fraction_of_matmul']:.1f}% of the "
+          f"fp32 matmul rate ({res['matmul_fp32_flops_per_s'] / 1e9:.1f} GFLOP/s); "
+          f"{100 * res['fraction_of_matmul_in_score']:.1f}% while scoring")
+    print(f"  peak RSS {res['peak_rss_mib']:.0f} MiB after the job, {res['peak_rss_mib_end']:.0f} MiB at the end")
+    k = res["keras"]
+    if isinstance(k, str):
+        print(f"  keras: {k}")
+    else:
+        print(f"  keras ({k['faces']} faces): {k['faces_per_s_predict_only']:.2f} faces/s predict only, "
+              f"{k['faces_per_s_procedure']:.2f} with numpy occlusion, {k['faces_per_s_with_host_prep']:.2f} "
+              f"with host prep; job/keras {k['job_over_keras_with_host_prep']:.2f}x (with host prep), "
+              f"{k['job_over_keras_predict_only']:.2f}x (predict only); drops Pearson "
+              f"{k['drops_pearson']:.5f}, max |diff| {k['drops_max_abs_diff']:.2e}")

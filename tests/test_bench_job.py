@@ -1,0 +1,68 @@
+"""The pieces of the job benchmark: stage timer, and the Keras-style dense procedure against the engine.
+
+The Keras procedure (cms_jax/pipeline/keras_reference.py) is checked with a numpy ``predict`` standing
+in for ``model.predict_on_batch``, so no TensorFlow is needed.
+"""
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cms_jax.engine import OcclusionEngine
+from cms_jax.pipeline import keras_reference as kr
+from cms_jax.pipeline.progress import StageTimer
+
+
+def _apply(params, x):
+    y = jax.lax.conv_general_dilated(x, params["conv"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return 4.0 * jnp.tanh(y).mean(axis=(1, 2)) @ params["dense"]
+
+
+def test_stage_timer_sums_blocks_and_times_waits_for_items():
+    timer = StageTimer()
+    with timer("a"):
+        time.sleep(0.01)
+    with timer("a"):
+        pass
+
+    def slow():
+        for i in range(3):
+            time.sleep(0.01)
+            yield i
+
+    assert list(timer.iterate(slow(), "wait")) == [0, 1, 2]
+    d = timer.as_dict()
+    assert set(d) == {"a", "wait"} and d["a"] >= 0.01 and d["wait"] >= 0.03
+
+
+def test_occluded_copies_put_the_clean_input_first_and_fill_each_box():
+    x = np.ones((6, 5, 2), np.float32)
+    copies = kr.occluded_copies(x, np.array([[0, 2, 1, 3], [4, 5, 5, 6]], np.int32), fill=-1.0)
+    assert copies.shape == (3, 6, 5, 2) and (copies[0] == 1).all()
+    assert (copies[1, 1:3, 0:2] == -1).all() and (copies[1] == -1).sum() == 2 * 2 * 2
+    assert (copies[2, 5, 4] == -1).all() and (copies[2] == -1).sum() == 2
+
+
+def test_keras_procedure_gives_the_engines_drops():
+    rng = np.random.default_rng(0)
+    params = {"conv": jnp.asarray(rng.normal(0, 0.5, (3, 3, 1, 6)), jnp.float32),
+              "dense": jnp.asarray(rng.normal(0, 1.0, (6, 3)), jnp.float32)}
+    x = rng.normal(size=(24, 24, 1)).astype(np.float32)
+    xy = rng.uniform(0, 24, (50, 2)).astype(np.float32)
+    valid = rng.random(50) > 0.3
+    model = types.SimpleNamespace(apply_fn=_apply, params=params, outputs_are_probs=False, output="classes",
+                                  jittable=True)
+    eng = OcclusionEngine(model, batch_size=16)
+    ref = eng.run(x[None], xy[None], valid=valid[None], patch_size=5)
+    predict = lambda b: np.asarray(_apply(params, jnp.asarray(b)))  # noqa: E731 -- predict_on_batch's role
+    drops, target, secs = kr.keras_drops(predict, x, xy, valid, patch_size=5, fill=0.0, mode="softmax", batch=7)
+    assert target == int(ref.targets[0]) and set(secs) == {"occlude", "predict"}
+    np.testing.assert_allclose(drops, ref.drops[0], atol=1e-5)
+    assert (drops[~valid] == 0).all()
+
+
+def test_only_keras_files_get_a_keras_reference():
+    assert kr.keras_file("tiny") is None and kr.keras_file("vgg_face_random") is None
+    assert kr.TF_MISSING.startswith("n/a: ")
