@@ -99,48 +99,29 @@ def elementwise(ctx: Context, eqn: Eqn, ins: list) -> list:
     return [finish(ctx, Win(out, axes, eqn.outs[0]))]
 
 
-def _pick_phase(y, axis: int, phase, ephase: np.ndarray, stride: int, size: int):
-    """Every ``stride``-th position from ``phase`` on (per copy), ``size`` of them, along ``axis``."""
-    def cut(v):
-        return lax.slice_in_dim(y, v, v + stride * (size - 1) + 1, stride, axis)
-    values = sorted(set(int(v) for v in ephase))
-    out = cut(values[0])
-    for v in values[1:]:  # at most `stride` static cuts, chosen per copy
-        sel = (phase == v).reshape((-1,) + (1,) * (y.ndim - 1))
-        out = jnp.where(sel, cut(v), out)
-    return out
-
-
 def _window_op(ctx, eqn, x: Win, in_dims, out_dims, k_eff, strides, pads, pad_value, apply) -> list | None:
     """Convolution-like ops: recompute the output window from its projective field.
 
-    Along each axis the op runs at stride 1 over the window grown by ``k - 1``
-    on both sides (a static relative offset); a strided op then keeps every
-    ``s``-th output from the phase of the copy's window.
+    Along each axis the outputs ``o`` whose field ``[o*s - pad, o*s - pad + k)``
+    meets the input window are recomputed from that region of the input (the
+    window written over the clean map); the op runs unpadded on it.
     """
     if sorted(in_dims) != sorted(x.dims):
         return None
     out_shape = ctx.avals[eqn.outs[0]].shape
-    starts, estarts, sizes, picks, axes = [], [], [], [], []
+    starts, estarts, sizes, axes = [], [], [], []
     for a in x.axes:
         j = in_dims.index(a.dim)
         k, s, pl = k_eff[j], strides[j], pads[j][0]
-        q0, eq0 = a.off + pl - (k - 1), a.eoff + pl - (k - 1)  # first output (stride 1) the window reaches
-        n1 = a.size + k - 1
-        size = n1 if s == 1 else -(-n1 // s)
-        starts.append(a.off - (k - 1))
-        estarts.append(a.eoff - (k - 1))
-        sizes.append(n1 + k - 1 if s == 1 else s - 1 + s * (size - 1) + k)
-        o, eo = -((-q0) // s), -((-eq0) // s)
-        o = computed_once(o)
-        picks.append((s, o * s - q0, eo * s - eq0, size))
+        o = computed_once(-((-(a.off + pl - k + 1)) // s))  # first output whose field meets the window
+        eo = -((-(a.eoff + pl - k + 1)) // s)
+        size = (a.size + k - 2) // s + 1
+        starts.append(o * s - pl)
+        estarts.append(eo * s - pl)
+        sizes.append((size - 1) * s + k)
         axes.append(Axis(out_dims[j], a.src, out_shape[out_dims[j]], o, eo, size))
     reg = region(ctx, x.var, x.dims, starts, estarts, sizes, pad_value, win=x)
-    y = apply(reg)
-    for a, (s, ph, eph, size) in zip(x.axes, picks):
-        if s > 1:
-            y = _pick_phase(y, 1 + out_dims[in_dims.index(a.dim)], ph, eph, s, size)
-    return [finish(ctx, Win(y, tuple(sorted(axes, key=lambda a: a.dim)), eqn.outs[0]))]
+    return [finish(ctx, Win(apply(reg), tuple(sorted(axes, key=lambda a: a.dim)), eqn.outs[0]))]
 
 
 def conv(ctx: Context, eqn: Eqn, ins: list) -> list:
@@ -154,7 +135,7 @@ def conv(ctx: Context, eqn: Eqn, ins: list) -> list:
     in_dims, out_dims = tuple(dn.lhs_spec[2:]), tuple(dn.out_spec[2:])
     ks = [np.shape(rhs)[d] for d in dn.rhs_spec[2:]]
     k_eff = [(k - 1) * r + 1 for k, r in zip(ks, p["rhs_dilation"])]
-    unit = dict(p, padding=tuple((0, 0) for _ in in_dims), window_strides=tuple(1 for _ in in_dims))
+    unit = dict(p, padding=tuple((0, 0) for _ in in_dims))
 
     def apply(reg):
         return jax.vmap(lambda r: convs.conv(r, rhs, **unit))(reg)
@@ -178,7 +159,7 @@ def pool(ctx: Context, eqn: Eqn, ins: list) -> list:
     dims = x.dims
     k_eff = [(wd[d] - 1) * p["window_dilation"][d] + 1 for d in dims]
     init = np.asarray(_POOL_INIT[eqn.prim.name], ctx.avals[x.var].dtype)
-    unit = dict(p, padding=tuple((0, 0) for _ in wd), window_strides=tuple(1 for _ in wd))
+    unit = dict(p, padding=tuple((0, 0) for _ in wd))
 
     def apply(reg):
         return jax.vmap(lambda r: eqn.prim.bind(r, **unit))(reg)

@@ -100,17 +100,33 @@ class Context:
 
 
 def _place(w, axis: int, rel, erel: np.ndarray, size: int):
-    """Per copy, ``out[t] = w[t - rel]`` along ``axis`` for ``t < size`` (don't-care outside ``w``)."""
+    """Per copy, ``out[t] = w[t - rel]`` along ``axis`` for ``t < size`` (don't-care outside ``w``).
+
+    ``rel`` can only take the values in ``erel``.  One value: a static pad.  A
+    few: one static pad each, chosen per copy by a select (on XLA:CPU a chain
+    of 8 selects ran 4x faster than the general way).  Many: a batched dynamic
+    slice of the padded window.
+    """
     sw = w.shape[axis]
-    r = static_offset(erel, np.zeros_like(erel))
-    if r is not None:  # the same for every copy: a static pad (negative pads crop)
+
+    def static(r):
         cfg = [(0, 0, 0)] * w.ndim
-        cfg[axis] = (r, size - r - sw, 0)
+        cfg[axis] = (r, size - r - sw, 0)  # negative pads crop
         return lax.pad(w, jnp.zeros((), w.dtype), cfg)
+
+    values = np.unique(erel)
+    if len(values) <= _FEW:
+        out = static(int(values[0]))
+        for r in values[1:]:
+            out = jnp.where((rel == r).reshape((-1,) + (1,) * (w.ndim - 1)), static(int(r)), out)
+        return out
     cfg = [(0, 0, 0)] * w.ndim
     cfg[axis] = (size, size, 0)
     wide = lax.pad(w, jnp.zeros((), w.dtype), cfg)
     return jax.vmap(lambda x, s: lax.dynamic_slice_in_dim(x, s, size, axis=axis - 1))(wide, size - rel)
+
+
+_FEW = 8
 
 
 def region(ctx: Context, var: int, dims: tuple[int, ...], starts: list, estarts: list, sizes: list[int],
