@@ -137,7 +137,18 @@ def conv(ctx: Context, eqn: Eqn, ins: list) -> list:
     k_eff = [(k - 1) * r + 1 for k, r in zip(ks, p["rhs_dilation"])]
     unit = dict(p, padding=tuple((0, 0) for _ in in_dims))
 
+    col = in_dims[-1]
+    pad_trick = (jax.default_backend() == "cpu" and p["window_strides"][-1] == 1
+                 and p["feature_group_count"] == 1)
+    padded = dict(unit, padding=tuple((0, 0) if d != col else (1, 0) for d in in_dims))
+
     def apply(reg):
+        if pad_trick:
+            # XLA:CPU runs an unpadded conv 3-5x slower than a padded one: pad one zero column on
+            # the left and drop the output column it produces (same values, 1/w more work).
+            # VGG-16 at 224, 32 copies: 13 -> 22 passes/s (6.5x dense); mini-XCEPTION unchanged.
+            y = jax.vmap(lambda r: convs.conv(r, rhs, **padded))(reg)
+            return lax.slice_in_dim(y, 1, y.shape[1 + out_dims[-1]], axis=1 + out_dims[-1])
         return jax.vmap(lambda r: convs.conv(r, rhs, **unit))(reg)
 
     out = _window_op(ctx, eqn, lhs, in_dims, out_dims, k_eff, p["window_strides"], p["padding"], 0.0, apply)
