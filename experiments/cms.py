@@ -27,8 +27,9 @@ _CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side in pixels."
 _REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "CMS = mean (Eq. 6) or sum of CIS maps.")
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
 _LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names.")
-_INCREMENTAL = flags.DEFINE_bool("incremental", False, "Exact incremental inference: same drops, fewer FLOPs "
-                                  "(any model that runs on the device; not black boxes).")
+_INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
+                                  "(any model that runs on the device). Unset: used wherever the model "
+                                  "allows; --incremental refuses a black box, --noincremental scores densely.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of weights and inputs; "
                            "bfloat16 records bf16_fidelity (Pearson vs float32) in summary.json.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
@@ -52,7 +53,7 @@ def main(argv):
                     score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value,
-                    incremental=_INCREMENTAL.value, dtype=_DTYPE.value)
+                    incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value)
     summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
                       num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
                       checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,

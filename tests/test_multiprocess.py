@@ -47,7 +47,8 @@ def images(tmp_path_factory, shared_dir):
 def test_two_processes_equal_one(images, tmp_path):
     cache = str(tmp_path / "cache")
     one = str(tmp_path / "one")
-    subprocess.run(_cmd(images, one, cache), cwd=ROOT, env=_env(), check=True, capture_output=True)
+    subprocess.run(_cmd(images, one, cache, ["--noincremental"]), cwd=ROOT, env=_env(), check=True,
+                   capture_output=True)
     two = str(tmp_path / "two")
     coord = f"localhost:{_free_port()}"
     procs = [subprocess.Popen(_cmd(images, two, cache, ["--num_processes=2", f"--process_id={k}",

@@ -118,6 +118,11 @@ def test_incremental_refuses_a_black_box_model():
                          channels=3, class_names=("a", "b"), preprocess=make_preprocess("RGB", 1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match=r"model 'hostbox'.*black box.*Drop --incremental"):
         Scorer(RunConfig(model="hostbox", incremental=True), model=box)
+    auto = Scorer(RunConfig(model="hostbox", incremental="auto"), model=box)  # the main job's default
+    assert auto.forward == "dense" and "black box" in auto.forward_note
+    assert Scorer(RunConfig(model="tiny", incremental="auto")).forward == "incremental"
+    with pytest.raises(ValueError, match="incremental must be True, False or 'auto'"):
+        RunConfig(incremental="yes").validate()
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
         RunConfig(dtype="float16").validate()
 

@@ -188,10 +188,3 @@ class _DiscoveryStack:
         shape = tuple(n + lo + hi for n, (lo, hi) in zip(aval.shape, pads))
         return jnp.zeros((2,) + shape, aval.dtype)
 
-
-def dense_forward(program: prg.Program) -> Callable:
-    """``apply(params, x (B, H, W, C))``: the program's ordinary forward, with `convs.conv` convolutions."""
-    def apply(params, x):
-        leaves = jax.tree_util.tree_leaves(params)
-        return jax.vmap(lambda img: prg.evaluate(program, leaves, img[None])[0][0])(x)
-    return apply

@@ -31,6 +31,7 @@ class RunConfig:
       label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name.
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
+        'auto' (the main job's default): incremental where the model allows, else dense.
       dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
         changes the numbers, so it is part of the fingerprint.
     """
@@ -47,7 +48,7 @@ class RunConfig:
     reduce: str = "mean"
     batch_size: int = 1024
     label_from: str = ""
-    incremental: bool = False
+    incremental: bool | str = False
     dtype: str = "float32"
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
@@ -64,6 +65,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.incremental not in (True, False, "auto"):
+            raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
         if self.label_from not in ("", "utkface_gender"):
             raise ValueError(f"label_from must be '' or 'utkface_gender', got {self.label_from!r}")
 

@@ -63,6 +63,7 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "score": cfg.score,
         "reduce": cfg.reduce,
         "forward": scorer.forward,
+        **({"forward_note": scorer.forward_note} if getattr(scorer, "forward_note", "") else {}),
         "dtype": cfg.dtype,
         **extra,
         "vertices": scorer.num_vertices,

@@ -55,7 +55,9 @@ class Scorer:
 
     The engine's forward strategy and dtype come from the config
     (``cfg.incremental``, ``cfg.dtype``); a black-box model with
-    ``incremental=True`` is refused here, before any image is read.
+    ``incremental=True`` is refused here, before any image is read, while
+    ``incremental='auto'`` (the main job's default) scores it densely and
+    says why in ``forward_note``.
     """
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
@@ -66,7 +68,14 @@ class Scorer:
         self.f = canonical_patch_size(cfg.patch_size, self.model, self.canon)
         self.mesh = sharding.data_mesh(devices)  # default: this process's local devices
         self.forward = "incremental" if cfg.incremental else "dense"
-        self.engine = self._engine(cfg.dtype)
+        self.forward_note = ""
+        try:
+            self.engine = self._engine(cfg.dtype)
+        except ValueError as e:
+            if cfg.incremental != "auto" or "Drop --incremental" not in str(e):
+                raise
+            self.forward, self.forward_note = "dense", f"incremental unavailable: {e}"
+            self.engine = self._engine(cfg.dtype)
         # bfloat16 runs score their first chunk in float32 too: summary.json["bf16_fidelity"].
         self.bf16_fidelity: float | None = None
         self._fp32: OcclusionEngine | None = None
