@@ -16,19 +16,13 @@ keras_reference`: numpy occluded copies, ``predict_on_batch`` in batches of
 job's. For that side by side, a scratch venv with TensorFlow:
 ``pip install tensorflow-cpu tf_keras && pip install -e .``, then the same command.
 
-Measured 2026-12-02, gender model, first 100 UTKFace-22k faces, 2 workers, CPU (2 shared cores,
-load average 4-5 from other work, so absolute figures are noisy; ratios come from one run):
-  project venv: 0.62 faces/s (160.8 s wall). Main process: score 156.0 s, prepare_wait 2.2,
-    accumulate 0.7, checkpoint 0.6, pool 0.7, write 0.04, outside the stages 0.6. Workers (summed):
-    decode_align 3.7, read 0.4, crop 0.3. 46,028 passes x 21.3 MFLOP = 6.1 GFLOP/s, 8.8% of the
-    fp32 matmul (69.5 GFLOP/s). Warm-up 2 faces 13.7 s (scoring incl. compilation 6.5 s).
-    Peak RSS 1440 MiB.
-  TensorFlow venv (tensorflow-cpu 2.21, tf_keras): job 0.73 faces/s (score 118.6 s of 137.6 s;
-    6.5% of matmul); Keras dense procedure on the same 100 faces 2.47 faces/s predict only, 2.46
-    with numpy occlusion, 2.37 with host prep: job/Keras 0.31x. Drops: Pearson 1.00000, max |diff|
-    1.4e-6, same valid vertices. Device scoring is the job's whole cost on this CPU: XLA:CPU runs
-    mini-XCEPTION at roughly half TensorFlow's oneDNN rate (bare forward, batch 1024: ~730 vs
-    ~1450 passes/s), and the job's scoring reached ~390 passes/s.
+Measured 2026-12-02, gender model, first 100 UTKFace-22k faces, 2 workers, 2-core CPU, quiet machine,
+after the engine work of issue 12 (one run each, minutes apart):
+  --incremental (TensorFlow venv): 4.67 faces/s (score 15.1 s of 21.4 s wall; 45.8 GFLOP/s dense-
+    equivalent = 23% of the fp32 matmul rate); Keras dense procedure on the same faces 3.98 faces/s
+    with host prep, 4.22 predict only: job/Keras 1.17x. Drops Pearson 1.00000, max |diff| 1.4e-6.
+  dense (project venv): 1.57 faces/s (score 61.4 s of 63.6 s): incremental/dense 2.97x.
+  Peak RSS about 1.5 GiB. Before the engine work the dense job was 0.31x Keras.
 
 Smoke (seconds): python -m experiments.bench_job --smoke --out=/tmp/bench_job
 """

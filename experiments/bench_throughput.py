@@ -21,6 +21,9 @@ Reproduce (CPU, 2 cores: 4-7 minutes depending on load):
   (2026-11-28, 2 shared EPYC cores at load 7-12: passes/s dense fp32 1.82, dense bf16 1.84,
   incremental 13.8, incremental bf16 12.0, torch reference 1.82 -- incremental 7.6x dense and torch;
   measured with the former VGG-only incremental module, before the generic engine forward.)
+  (2026-12-02, quiet machine, the engine's generic incremental forward, --faces=1 --small_models=
+  --methods=dense_fp32,incremental,torch_reference: dense 4.26, incremental 29.6, torch 4.91
+  passes/s -- incremental 6.96x dense, 6.04x torch; drops Pearson 1.0.)
 Smoke (seconds): python -m experiments.bench_throughput --out_dir=/tmp/bench --smoke
 GPU: python -m experiments.bench_throughput --out_dir=/tmp/bench_gpu --vertices=468 --faces=8 \
       --chunk=128 --torch_vertices=64 --seconds_per_method=30
