@@ -47,6 +47,11 @@ def phi(outputs: jax.Array, mode: str, target: jax.Array) -> tuple[jax.Array, ja
     return occ.target_confidence(occ.confidences(outputs.astype(jnp.float32), mode), target)
 
 
+def _num_outputs(apply: Callable, params: Any, image_shape, dtype) -> int:
+    """K, the output width of ``apply`` on one image of ``image_shape`` (abstract evaluation)."""
+    return jax.eval_shape(apply, params, jax.ShapeDtypeStruct((1,) + tuple(image_shape), dtype)).shape[-1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """What a strategy needs of a model: ``apply(params, x)``, its weights and how to read its outputs."""
@@ -85,8 +90,7 @@ class Dense:
         """K, the model's output width (inf when it cannot be traced)."""
         if not self.model.jittable:
             return np.inf
-        x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), self.dtype)
-        return jax.eval_shape(self.model.apply, self._params, x).shape[-1]
+        return _num_outputs(self.model.apply, self._params, image_shape, self.dtype)
 
     def group_size(self, requested: int, image_shape, patch: int) -> int:
         """Images per group: as requested (the slab is small next to the weights)."""
@@ -160,8 +164,7 @@ class IncrementalForward:
 
     def num_outputs(self, image_shape) -> int:
         """K, the model's output width."""
-        x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), self.dtype)
-        return jax.eval_shape(self.model.apply, self._params, x).shape[-1]
+        return _num_outputs(self.model.apply, self._params, image_shape, self.dtype)
 
     def group_size(self, requested: int, image_shape, patch: int) -> int:
         """``requested`` lowered so the group's clean stack fits the budget; a multiple of the devices."""

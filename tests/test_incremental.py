@@ -155,9 +155,9 @@ def test_windowed_pass_does_fewer_flops_than_the_dense_pass():
 
 def test_depthwise_convs_are_traced_as_one_primitive():
     m = models.load("gender")
-    prims = [e.prim.name for e in trace(m.apply_fn, m.params, (64, 64, 1)).eqns]
-    grouped = [e for e in trace(m.apply_fn, m.params, (64, 64, 1)).eqns
-               if e.prim.name == "conv_general_dilated" and e.params["feature_group_count"] > 1]
+    eqns = trace(m.apply_fn, m.params, (64, 64, 1)).eqns
+    prims = [e.prim.name for e in eqns]
+    grouped = [e for e in eqns if e.prim.name == "conv_general_dilated" and e.params["feature_group_count"] > 1]
     assert len(grouped) == 8 and "slice" not in prims
 
 

@@ -78,8 +78,7 @@ class Incremental:
         self.plan: list[tuple[str, str]] = []
         self.keys: dict[str, tuple] = {}
         self._discovering = True
-        leaves = [jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype)
-                  for x in jax.tree_util.tree_leaves(params)]
+        leaves = [jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in jax.tree_util.tree_leaves(params)]
         img = self.program.avals[self.program.image_id]
         stack = _DiscoveryStack(self.program.avals)
         jax.eval_shape(lambda p, i, b, f: self._items(p, stack, i, b, f), leaves,
