@@ -27,12 +27,16 @@ REDUCES = ("mean", "sum")
 
 
 @functools.partial(jax.jit, static_argnames=("canvas_hw",))
-def _sum_of_cis(values, ok, bounds, canvas_hw):
-    """Sum over a batch of images of their CIS maps P_i (Eqs. 4-5)."""
+def _sum_of_cis(values, ok, bounds, member, canvas_hw):
+    """Sums over a batch of images of their CIS maps P_i (Eqs. 4-5): all of them, and per group.
+
+    ``member`` (B, G) is 1 where image b belongs to group g; returns ((H, W), (G, H, W)).
+    """
     b = values.shape[0]
     rows = splat_rows(jnp.concatenate([jnp.where(ok, values, 0.0), ok.astype(jnp.float32)]),
                       bounds, canvas_hw)
-    return normalise(rows[:b], rows[b:]).sum(axis=0)
+    maps = normalise(rows[:b], rows[b:])
+    return maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member)
 
 
 class CMSAccumulator:
@@ -40,8 +44,11 @@ class CMSAccumulator:
 
     The accumulator object holds only configuration; the running state is a
     plain dict ``{'sum': float64 (H_F, W_F), 'count': int64 ()}`` that the
-    caller owns, checkpoints (Orbax) and merges.  Extra keys in a state (e.g.
-    a run's progress) are carried through untouched.
+    caller owns, checkpoints (Orbax) and merges.  With ``groups`` (names of
+    image groups, e.g. races) the state also holds ``group_sum`` float64
+    (G, H_F, W_F) and ``group_count`` int64 (G,): the Eq. 6 sums of each group,
+    from the same rendered CIS maps.  Extra keys in a state (e.g. a run's
+    progress) are carried through untouched.
 
     Example::
 
@@ -51,7 +58,8 @@ class CMSAccumulator:
         cms = acc.result(state)                 # (H_F, W_F) float32
     """
 
-    def __init__(self, canvas_hw: tuple[int, int], *, reduce: str = "mean", batch: int = 8):
+    def __init__(self, canvas_hw: tuple[int, int], *, reduce: str = "mean", batch: int = 8,
+                 groups: tuple[str, ...] = ()):
         """Builds the accumulator.
 
         Args:
@@ -59,6 +67,7 @@ class CMSAccumulator:
             reduce: 'mean' (Eq. 6) or 'sum' (the official code).
             batch: CIS maps computed together on the device (a fixed shape,
                 so repeated calls never retrace).
+            groups: names of the groups whose sums are kept too (empty: none).
         """
         if reduce not in REDUCES:
             raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
@@ -67,10 +76,15 @@ class CMSAccumulator:
         self.canvas_hw = (int(canvas_hw[0]), int(canvas_hw[1]))
         self.reduce = reduce
         self.batch = int(batch)
+        self.groups = tuple(groups)
 
     def empty_state(self) -> dict[str, np.ndarray]:
-        """A state with no image: zero sum map, count 0."""
-        return {"sum": np.zeros(self.canvas_hw, np.float64), "count": np.asarray(0, np.int64)}
+        """A state with no image: zero sum map, count 0 (and zero group sums and counts)."""
+        out = {"sum": np.zeros(self.canvas_hw, np.float64), "count": np.asarray(0, np.int64)}
+        if self.groups:
+            out["group_sum"] = np.zeros((len(self.groups),) + self.canvas_hw, np.float64)
+            out["group_count"] = np.zeros(len(self.groups), np.int64)
+        return out
 
     def _check(self, state: dict[str, Any], name: str) -> None:
         if np.shape(state.get("sum")) != self.canvas_hw or "count" not in state:
@@ -78,7 +92,7 @@ class CMSAccumulator:
                              f"keys {sorted(state)} with sum shape {np.shape(state.get('sum'))}")
 
     def add_drops(self, state: dict[str, Any], drops: np.ndarray, valid: np.ndarray | None,
-                  canon_xy: np.ndarray, f: float) -> dict[str, Any]:
+                  canon_xy: np.ndarray, f: float, group_of=None) -> dict[str, Any]:
         """Adds the CIS maps (Eqs. 4-5) of one (V,) or many (N, V) drop vectors.
 
         Args:
@@ -87,6 +101,8 @@ class CMSAccumulator:
             valid: matching bool mask, or None (all valid).
             canon_xy: (V, 2) canonical vertex positions in canvas pixels.
             f: canonical square side ``f = sz * H_F / H_I``.
+            group_of: each image's group name (or None: in no group), when the
+                accumulator keeps group sums.
 
         Returns:
             The new state.
@@ -100,17 +116,33 @@ class CMSAccumulator:
         ok = (np.ones(drops.shape, bool) if valid is None
               else np.broadcast_to(np.asarray(valid, bool), drops.shape))
         ok = ok & np.isfinite(drops)
+        member = np.zeros((len(drops), max(len(self.groups), 1)), np.float32)
+        if self.groups:
+            if group_of is None or len(group_of) != len(drops):
+                raise ValueError(f"add_drops: this accumulator keeps groups {self.groups}; give group_of, "
+                                 f"one name (or None) per image")
+            index = {g: i for i, g in enumerate(self.groups)}
+            for b, g in enumerate(group_of):
+                if g is not None:
+                    if g not in index:
+                        raise ValueError(f"add_drops: group {g!r} is not one of {self.groups}")
+                    member[b, index[g]] = 1.0
         bounds = jnp.asarray(square_bounds(canon_xy, f, self.canvas_hw))
         total = np.asarray(state["sum"], np.float64).copy()
+        by_group = np.zeros(member.shape[1:] + self.canvas_hw, np.float64)
         for s in range(0, len(drops), self.batch):
-            d, o = drops[s:s + self.batch], ok[s:s + self.batch]
+            d, o, m = drops[s:s + self.batch], ok[s:s + self.batch], member[s:s + self.batch]
             pad = self.batch - len(d)  # padded images have no valid vertex, so P_i = 0
-            d = np.pad(d, ((0, pad), (0, 0)))
-            o = np.pad(o, ((0, pad), (0, 0)))
-            total += np.asarray(_sum_of_cis(d, o, bounds, self.canvas_hw), np.float64)
+            d, o, m = (np.pad(a, ((0, pad), (0, 0))) for a in (d, o, m))
+            all_, per = _sum_of_cis(d, o, bounds, m, self.canvas_hw)
+            total += np.asarray(all_, np.float64)
+            by_group += np.asarray(per, np.float64)
         out = dict(state)
         out["sum"] = total
         out["count"] = np.asarray(int(state["count"]) + len(drops), np.int64)
+        if self.groups:
+            out["group_sum"] = np.asarray(state["group_sum"], np.float64) + by_group
+            out["group_count"] = np.asarray(state["group_count"], np.int64) + member.sum(0).astype(np.int64)
         return out
 
     def merge(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +152,19 @@ class CMSAccumulator:
         out = dict(a)
         out["sum"] = np.asarray(a["sum"], np.float64) + np.asarray(b["sum"], np.float64)
         out["count"] = np.asarray(int(a["count"]) + int(b["count"]), np.int64)
+        for k in ("group_sum", "group_count"):
+            if self.groups:
+                out[k] = np.asarray(a[k]) + np.asarray(b[k])
+        return out
+
+    def group_results(self, state: dict[str, Any], min_size: int = 1) -> dict[str, np.ndarray]:
+        """Each group's CMS (Eq. 6 over its images), for groups with at least ``min_size`` images."""
+        out = {}
+        for i, g in enumerate(self.groups):
+            n = int(state["group_count"][i])
+            if n >= min_size:
+                total = np.asarray(state["group_sum"][i], np.float64)
+                out[g] = (total if self.reduce == "sum" else total / n).astype(np.float32)
         return out
 
     def result(self, state: dict[str, Any]) -> np.ndarray:

@@ -85,7 +85,24 @@ DATASETS = {
                        "CodeOcean capsule 2602708), laid out as images/ and prnet_meshes/"),
         "utkface": ("faces/utkface", "UTKFace: non-commercial research only",
                                 "UTKFace aligned crops (susanqq.github.io/UTKFace), *.jpg.chip.jpg files"),
+        "utkface_22k": ("faces/utkface_22k", "UTKFace: non-commercial research only",
+                        "21,896 more UTKFace aligned crops (GitHub mattans/AgeProgression, "
+                        "data/UTKFace/unlabeled/), 200x200 JPEG, no overlap with faces/utkface"),
 }
+
+
+# Datasets too large for a per-file manifest: file count and the SHA-256 of their `sha256sum` listing
+# ("<sha256>  <relative path>\n" per file, sorted by path), which pins every byte of every file.
+DATASET_DIGESTS = {
+    "utkface_22k": (21896, "dfcd2f45e558334d2cef3d75dc535ba21e9c008a527c2de39ce648c4d788a3e6"),
+}
+
+
+def listing_digest(folder: pathlib.Path) -> tuple[int, str]:
+    """``(number of files, SHA-256 of the sorted sha256sum listing)`` of every file under ``folder``."""
+    rels = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    lines = "".join(f"{sha256_file(folder / r)}  {r}\n" for r in rels)
+    return len(rels), hashlib.sha256(lines.encode()).hexdigest()
 
 
 class AssetError(FileNotFoundError):
@@ -209,6 +226,8 @@ def resolve_dir(name: str, verify: bool = True) -> pathlib.Path:
     if name not in DATASETS:
         raise KeyError(f"unknown dataset '{name}'; registered: {', '.join(sorted(DATASETS))}")
     relroot, _, how = DATASETS[name]
+    if name in DATASET_DIGESTS:
+        return _resolve_digested(name, relroot, how, verify)
     files = dataset_manifest()[name]
     tried = []
     for root in asset_roots():
@@ -226,3 +245,24 @@ def resolve_dir(name: str, verify: bool = True) -> pathlib.Path:
         return folder
     raise AssetError(f"dataset '{name}' ({relroot}) not found. Tried: {', '.join(tried)}. "
                    f"Provide {how} and set CMS_JAX_ASSETS to the folder above {relroot}.")
+
+
+def _resolve_digested(name: str, relroot: str, how: str, verify: bool) -> pathlib.Path:
+    count, digest = DATASET_DIGESTS[name]
+    tried = []
+    for root in asset_roots():
+        folder = root / relroot
+        tried.append(str(folder))
+        if not folder.is_dir():
+            continue
+        n = sum(1 for p in folder.rglob("*") if p.is_file())
+        if n != count:
+            raise AssetError(f"dataset '{name}' at {folder} has {n} files, expected {count}; provide {how}")
+        if verify:
+            _, got = listing_digest(folder)
+            if got != digest:
+                raise AssetHashError(f"dataset '{name}' at {folder}: the SHA-256 of its file listing is {got}, "
+                                     f"expected {digest} (a file differs); provide {how}")
+        return folder
+    raise AssetError(f"dataset '{name}' ({relroot}) not found. Tried: {', '.join(tried)}. "
+                     f"Provide {how} and set CMS_JAX_ASSETS to the folder above {relroot}.")

@@ -80,6 +80,33 @@ def parse_grouping(spec: str, files) -> list[str | None]:
     raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
 
 
+def group_names(spec: str) -> tuple[str, ...]:
+    """Every group a spec can produce, sorted, known before any image is read.
+
+    Every process of a multi-host run derives the same names, so their group sums line up.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "utkface":
+        field = rest or "race"
+        utkface_groups([], field)  # validates the field
+        names = {"race": UTK_RACES.values(), "gender": UTK_GENDERS.values(),
+                 "age_decade": [f"{d * 10}s" for d in range(13)]}[field]
+        return tuple(sorted(names))
+    if kind == "csv":
+        if not os.path.isfile(rest):
+            raise ValueError(f"grouping {spec!r}: no CSV file {rest!r}")
+        with open(rest, newline="") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+        if rows and rows[0][0].lower() in ("file", "filename", "path"):
+            rows = rows[1:]
+        return tuple(sorted({r[1] for r in rows if len(r) >= 2}))
+    if kind == "celeba":
+        path, _, attr = rest.rpartition(":")
+        celeba_attr_groups([], path, attr)  # validates the file and the attribute
+        return tuple(sorted((attr, f"not_{attr}")))
+    raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
+
+
 def cis_maps(drops, valid, canon_xy, canvas_hw, f) -> np.ndarray:
     """Every image's CIS map (N, H_F, W_F) float32, rendered from its drop vector (Eqs. 4-5)."""
     return np.stack([canonical_map(d, canon_xy, canvas_hw, f, v) for d, v in zip(drops, valid)])
@@ -139,12 +166,16 @@ def permutation_test(maps_a: np.ndarray, maps_b: np.ndarray, *, permutations: in
     rng = np.random.default_rng(seed)
     exceed = np.zeros(x.shape[1])
     max_t = np.zeros(permutations)
-    for r in range(permutations):
-        idx = rng.permutation(na + nb)[:na]
-        sa, sqa = x[idx].sum(0), x2[idx].sum(0)
+    abs_obs = np.abs(t_obs) - 1e-12
+    for lo in range(0, permutations, 64):  # 64 permutations at once: their group sums are one matmul
+        r = min(64, permutations - lo)
+        pick = np.zeros((r, na + nb))
+        for i in range(r):
+            pick[i, rng.permutation(na + nb)[:na]] = 1.0
+        sa, sqa = pick @ x, pick @ x2
         t = np.abs(_welch_t(sa, sqa, na, tot - sa, tot2 - sqa, nb))
-        exceed += t >= np.abs(t_obs) - 1e-12
-        max_t[r] = t.max()
+        exceed += (t >= abs_obs).sum(0)
+        max_t[lo:lo + r] = t.max(1)
     p = (1.0 + exceed) / (1.0 + permutations)
     p_fwer = (1.0 + (max_t[None, :] >= np.abs(t_obs)[:, None] - 1e-12).sum(1)) / (1.0 + permutations)
     diff = x[:na].mean(0) - x[na:].mean(0)

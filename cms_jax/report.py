@@ -8,6 +8,8 @@ import json
 import cv2
 import numpy as np
 
+from cms_jax import storage
+
 
 def _img(rgb: np.ndarray, width: int = 256) -> str:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
@@ -71,6 +73,5 @@ def write_report(path: str, *, summary: dict, cms_png: np.ndarray, regions: dict
         f"<tr><td style='text-align:left'>{html.escape(str(k['file']))}</td>"
         f"<td style='text-align:left'>{html.escape(str(k['reason']))}</td></tr>" for k in skipped) + "</table>")
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(s.get("config", {}), indent=2)) + "</pre>")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
+    storage.write_text(path, "\n".join(parts))
     return path

@@ -6,12 +6,19 @@
 Writes cms.npy (float32 canonical map), cms.png (jet over the canonical face,
 red high), drops.npz (per-image vertex drops and file names) and summary.json.
 With no --images it runs on the CelebA samples from the assets. --resume
-continues a killed run from its last checkpoint; a multi-host run passes
---num_processes/--process_id (and --coordinator for jax.distributed).
+continues a killed run from its last checkpoint. A multi-host run starts one
+process per host with --num_processes, --process_id and --coordinator
+(host:port of process 0), or --coordinator=auto on a TPU pod or cluster;
+each process may have its own --out_dir, nothing is shared on disk, and
+process 0 writes the outputs. A systematic failure (no image scored, the
+same exception in --max_failed_chunks chunks in a row, more than
+--max_skip_fraction skipped) exits with status 2 and says why.
 """
+import sys
+
 from absl import app, flags, logging
 
-from cms_jax.pipeline import RunConfig, run_job
+from cms_jax.pipeline import FailurePolicy, RunConfig, RunFailed, run_job
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir (HDF5, ONNX, Orbax).")
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images "
@@ -26,7 +33,8 @@ _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-
 _CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side in pixels.")
 _REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "CMS = mean (Eq. 6) or sum of CIS maps.")
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
-_LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names.")
+_LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names "
+                            "(checked against the model's class names; unlabelled files are skipped).")
 _INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
                                   "(any model that runs on the device). Unset: used wherever the model "
                                   "allows; --incremental refuses a black box, --noincremental scores densely.")
@@ -41,7 +49,12 @@ _GROUPS = flags.DEFINE_string("groups", "", "Per-group CMS: utkface:race|gender|
                               "celeba:ATTR_FILE:ATTRIBUTE.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
-_COORD = flags.DEFINE_string("coordinator", "", "host:port of process 0 for jax.distributed (multi-host).")
+_COORD = flags.DEFINE_string("coordinator", "", "host:port of process 0 for jax.distributed (multi-host), "
+                             "or 'auto' (TPU pods, SLURM, Open MPI: jax finds the cluster).")
+_MAX_SKIP = flags.DEFINE_float("max_skip_fraction", 0.5, "Fail (exit 2, outputs still written) when more "
+                               "than this fraction of the images is skipped.")
+_MAX_FAILED = flags.DEFINE_integer("max_failed_chunks", 3, "Stop (exit 2) when the same exception recurs "
+                                   "in this many consecutive chunks.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 CelebA samples.")
 
 
@@ -52,12 +65,17 @@ def main(argv):
                     max_images=4 if _SMOKE.value else _MAX_IMAGES.value, patch_size=_PATCH.value,
                     score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
-                    batch_size=_BATCH.value, label_from=_LABELS.value,
+                    batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
                     incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value)
-    summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
-                      num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
-                      checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
-                      align_cache=_ALIGN_CACHE.value or None, grouping=_GROUPS.value)
+    try:
+        summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
+                          num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
+                          checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
+                          align_cache=_ALIGN_CACHE.value or None,
+                          policy=FailurePolicy(_MAX_FAILED.value, _MAX_SKIP.value))
+    except RunFailed as e:
+        print(f"cms: the run failed: {e}", file=sys.stderr)
+        sys.exit(2)
     if summary is not None:
         print(f"CMS of {summary['model']} over {summary['images_done']}/{summary['images_total']} images "
               f"({len(summary['images_skipped'])} skipped) in {summary['seconds']:.1f}s "

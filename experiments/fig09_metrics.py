@@ -60,7 +60,8 @@ def _real_inputs(model_name: str, out_dir: str):
     from cms_jax import models
     from cms_jax.pipeline import RunConfig, default_images, run_job
     from cms_jax.pipeline.inputs import expand_images
-    from cms_jax.pipeline.prepare import FacePreparer, label_for
+    from cms_jax.pipeline.labels import LabelRule
+    from cms_jax.pipeline.prepare import FacePreparer
     from cms_jax.pipeline.scoring import Scorer
 
     model = models.load(model_name)
@@ -81,10 +82,12 @@ def _real_inputs(model_name: str, out_dir: str):
     scorer = Scorer(cfg, model=model)
     cms = None if cms_npz is not None else np.load(os.path.join(cms_dir, "cms.npy"))
     crops, maps, targets, files = [], [], [], []
+    rule = LabelRule(cfg.label_from, model)  # a rule that does not fit the model stops here
     preparer = FacePreparer(model, scorer.canon, cfg, workers=_WORKERS.value)
     try:
         for p in preparer.imap(expand_images(cfg.images, cfg.max_images)):
-            if p.reason is not None:
+            label, why = rule(p.path) if p.reason is None else (None, p.reason)
+            if why is not None:
                 continue
             if cms_npz is not None:
                 if p.path not in cms_npz:
@@ -96,7 +99,7 @@ def _real_inputs(model_name: str, out_dir: str):
                                              scorer.patch, valid)
             crops.append(p.crop)
             maps.append(heat)
-            targets.append(label_for(cfg, p.path))
+            targets.append(label)
             files.append(p.path)
     finally:
         preparer.close()

@@ -40,6 +40,28 @@ def test_datasets_resolve_with_every_file_verified(shared_dir):
         assert (folder / next(iter(assets.dataset_manifest()[name]))).is_file()
 
 
+def test_large_dataset_is_pinned_by_its_listing_digest(shared_dir, tmp_path, monkeypatch):
+    folder = assets.resolve_dir("utkface_22k")  # 21,896 files, every byte checked through one digest
+    n, digest = assets.DATASET_DIGESTS["utkface_22k"]
+    assert sum(1 for p in folder.iterdir() if p.is_file()) == n
+    # The digest is sha256sum's listing: recompute it independently on three files.
+    small = tmp_path / "faces" / "three"
+    small.mkdir(parents=True)
+    names = sorted(os.listdir(folder))[:3]
+    for name in names:
+        shutil.copy(folder / name, small / name)
+    listing = "".join(f"{hashlib.sha256((small / m).read_bytes()).hexdigest()}  {m}\n" for m in names)
+    assert assets.listing_digest(small) == (3, hashlib.sha256(listing.encode()).hexdigest())
+    # A copy with one byte changed is refused, naming the dataset.
+    copy = tmp_path / "faces" / "utkface_22k"
+    shutil.copytree(folder, copy)
+    with open(copy / names[0], "ab") as f:
+        f.write(b"x")
+    monkeypatch.setenv("CMS_JAX_ASSETS", str(tmp_path))
+    with pytest.raises(assets.AssetHashError, match="utkface_22k.*a file differs"):
+        assets.resolve_dir("utkface_22k")
+
+
 def _copy_layout(shared_dir, tmp_path, rel):
     dst = tmp_path / rel
     dst.parent.mkdir(parents=True)

@@ -93,3 +93,11 @@ def test_bench_job_smoke(tmp_path, shared_dir):
     assert b["warmup"]["images"] == 2
     k = b["keras"]
     assert (isinstance(k, dict) and k["faces_per_s_with_host_prep"] > 0) or k.startswith("n/a: ")
+
+
+def test_bench_input_smoke(tmp_path, shared_dir):
+    """The Grain loader alone: 24 files, cold and warm cache, and a restored state continues exactly."""
+    _run("bench_input", f"--out_dir={tmp_path}", "--workers=2")
+    r = json.load(open(tmp_path / "bench_input.json"))
+    assert r["images"] == 24 and r["resume_continues_at_the_exact_image"] is True
+    assert r["warm_images_per_s"] > r["cold_images_per_s"] > 0  # the cache skips MediaPipe

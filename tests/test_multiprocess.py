@@ -1,7 +1,10 @@
 """Multi-host: two processes (jax.distributed on localhost) give the same CMS as one.
 
-The two-process run also scores with ``--incremental`` (each process's local mesh), so the
-comparison checks the multi-process path and the incremental forward against one dense process.
+Each process has its own --out_dir and its own landmark cache: nothing is shared on disk, so
+the results can only meet through JAX's collectives. The two-process run also scores with
+``--incremental`` (each process's local mesh) and keeps per-group sums (``--groups``), so the
+comparison checks the collectives, the incremental forward and the group sums against one
+dense process.
 """
 import json
 import os
@@ -24,7 +27,8 @@ def _free_port():
 
 def _cmd(images, out, cache, extra=()):
     return [sys.executable, "-m", "experiments.cms", "--model=tiny", f"--images={images}", f"--out_dir={out}",
-            f"--align_cache={cache}", "--workers=1", "--chunk_images=3", "--batch_size=256", *extra]
+            f"--align_cache={cache}", "--workers=1", "--chunk_images=3", "--batch_size=256",
+            f"--groups=csv:{images}/groups.csv", *extra]
 
 
 def _env():
@@ -38,35 +42,42 @@ def _env():
 def images(tmp_path_factory, shared_dir):
     d = tmp_path_factory.mktemp("faces")
     src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[20:29]:
+    for name in sorted(os.listdir(src))[20:31]:
         shutil.copy(os.path.join(src, name), d / name)
     (d / "zz_bad.jpg").write_text("not an image")
+    names = sorted(p.name for p in d.iterdir())
+    (d / "groups.csv").write_text("file,group\n" + "".join(f"{n},{'AB'[i % 2]}\n" for i, n in enumerate(names)))
     return str(d)
 
 
 def test_two_processes_equal_one(images, tmp_path):
-    cache = str(tmp_path / "cache")
     one = str(tmp_path / "one")
-    subprocess.run(_cmd(images, one, cache, ["--noincremental"]), cwd=ROOT, env=_env(), check=True,
-                   capture_output=True)
-    two = str(tmp_path / "two")
+    subprocess.run(_cmd(images, one, str(tmp_path / "cache1"), ["--noincremental"]), cwd=ROOT, env=_env(),
+                   check=True, capture_output=True)
+    outs = [str(tmp_path / f"two_p{k}") for k in range(2)]
     coord = f"localhost:{_free_port()}"
-    procs = [subprocess.Popen(_cmd(images, two, cache, ["--num_processes=2", f"--process_id={k}",
-                                                         f"--coordinator={coord}", "--incremental"]),
+    procs = [subprocess.Popen(_cmd(images, outs[k], str(tmp_path / f"cache2_{k}"),
+                                   ["--num_processes=2", f"--process_id={k}", f"--coordinator={coord}",
+                                    "--incremental"]),
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for k in range(2)]
     for p in procs:
         out, _ = p.communicate(timeout=400)
         assert p.returncode == 0, out.decode()[-3000:]
+    two = outs[0]
     np.testing.assert_allclose(np.load(os.path.join(two, "cms.npy")), np.load(os.path.join(one, "cms.npy")),
                                rtol=0, atol=1e-6)
+    for g in "AB":  # per-group sums, reduced across the processes
+        np.testing.assert_allclose(np.load(os.path.join(two, f"cms_group_{g}.npy")),
+                                   np.load(os.path.join(one, f"cms_group_{g}.npy")), rtol=0, atol=1e-6)
     s1, s2 = (json.load(open(os.path.join(p, "summary.json"))) for p in (one, two))
     assert s2["processes"] == 2 and (s1["forward"], s2["forward"]) == ("dense", "incremental")
-    assert (s1["images_total"], s1["images_done"]) == (s2["images_total"], s2["images_done"]) == (10, 9)
+    assert (s1["images_total"], s1["images_done"]) == (s2["images_total"], s2["images_done"]) == (12, 11)
     assert [k["file"] for k in s2["images_skipped"]] == [k["file"] for k in s1["images_skipped"]]
     d1, d2 = np.load(os.path.join(one, "drops.npz")), np.load(os.path.join(two, "drops.npz"))
     assert list(d1["files"]) == list(d2["files"])
     np.testing.assert_allclose(d2["drops"], d1["drops"], atol=1e-6)
-    # Each process scored a disjoint half.
-    parts = [json.load(open(os.path.join(two, f"process_{k:03d}", "partial.json")))["summary"] for k in range(2)]
-    assert sorted(p["images_total"] for p in parts) == [5, 5]
+    # Each process read a disjoint half; process 1 wrote no output of the run, only its own state.
+    assert [p["images_total"] for p in s2["per_process"]] == [6, 6]
+    assert os.listdir(outs[1]) == ["process_001"]
+    assert not os.path.exists(os.path.join(outs[0], "process_001"))

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from cms_jax.pipeline.config import RunConfig
-from cms_jax.pipeline.inputs import expand_images, shard
+from cms_jax.pipeline.inputs import expand_images
+from cms_jax.pipeline.prepare import process_range
 
 
 def test_fingerprint_ignores_speed_flags_but_not_numbers():
@@ -46,10 +47,14 @@ def test_expand_images_folder_glob_list_and_errors(tmp_path):
         expand_images(str(tmp_path / "*.gif"))
 
 
-def test_shards_are_disjoint_and_cover():
-    files = [f"{i:03d}.jpg" for i in range(11)]
-    parts = [shard(files, k, 3) for k in range(3)]
-    assert sorted(sum(parts, [])) == files
-    assert sum(len(p) for p in parts) == len(files)
+@pytest.mark.parametrize("n,count", [(11, 2), (11, 3), (2, 3), (0, 2), (22, 1)])
+def test_process_shares_are_contiguous_disjoint_and_cover(n, count):
+    """Grain's even split; the range is cut before the loader (Grain's DataLoader loses a file at 11/2)."""
+    ranges = [process_range(n, k, count) for k in range(count)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, in process order
+    sizes = [hi - lo for lo, hi in ranges]
+    assert max(sizes) - min(sizes) <= 1
+    assert process_range(n) == (0, n)  # one JAX process here
     with pytest.raises(ValueError, match="outside"):
-        shard(files, 3, 3)
+        process_range(n, count, count)

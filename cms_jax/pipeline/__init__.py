@@ -1,7 +1,8 @@
-"""The streaming, resumable, multi-process CMS job (behind ``experiments/cms.py``)."""
+"""The streaming, resumable, multi-host CMS job (behind ``experiments/cms.py``)."""
 from __future__ import annotations
 
 from cms_jax.pipeline.config import RunConfig
+from cms_jax.pipeline.failures import FailurePolicy, RunFailed
 
 
 def default_images() -> str:
@@ -10,38 +11,55 @@ def default_images() -> str:
     return str(resolve_dir("celeba_samples") / "images")
 
 
+def init_distributed(num_processes: int = 1, process_id: int = 0, coordinator: str = "") -> None:
+    """Join the run's JAX processes: ``coordinator`` 'host:port' of process 0, or 'auto'.
+
+    'auto' lets ``jax.distributed`` find the cluster itself (TPU pods, SLURM, Open MPI,
+    Kubernetes JobSets); a single process needs nothing.
+    """
+    import jax
+    if coordinator == "auto":
+        jax.distributed.initialize()
+    elif num_processes > 1:
+        if not coordinator:
+            raise ValueError(f"num_processes={num_processes} needs --coordinator=host:port of process 0 "
+                             f"(or --coordinator=auto on a TPU pod or cluster)")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+
+
 def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int = 2,
             num_processes: int = 1, process_id: int = 0, coordinator: str = "",
-            checkpoint_every_s: float = 30.0, merge_timeout_s: float = 3600.0, grouping: str = "",
-            **kw) -> dict | None:
-    """Run (one process of) a CMS job; on process 0, write the merged outputs and the report.
+            checkpoint_every_s: float = 30.0, policy: FailurePolicy | None = None, **kw) -> dict | None:
+    """Run (one process of) a CMS job; process 0 writes the combined outputs and the report.
 
     Returns the summary on process 0 (or a single process), None on the others.
+
+    Raises:
+      RunFailed: a systematic failure (see `failures`), on every process.
     """
     import dataclasses
 
+    import jax
+
+    from cms_jax.pipeline.analysis import analyse
     from cms_jax.pipeline.run import run_cms
+    from cms_jax.pipeline.scoring import Scorer
 
     if not cfg.images:
         cfg = dataclasses.replace(cfg, images=default_images())
-    if num_processes > 1 and coordinator:
-        import jax
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    from cms_jax.pipeline.analysis import analyse
-    from cms_jax.pipeline.scoring import Scorer
-
+    init_distributed(num_processes, process_id, coordinator)
     cfg.validate()
     scorer = Scorer(cfg)
-    summary = run_cms(cfg, out_dir, scorer=scorer, resume=resume, workers=workers, process_index=process_id,
-                      process_count=num_processes, checkpoint_every_s=checkpoint_every_s, **kw)
-    if "stopped_at" in summary or process_id != 0:
-        return summary if process_id == 0 else None
-    if num_processes > 1:
-        from cms_jax.pipeline.merge import merge_processes
-        summary = merge_processes(cfg, scorer, out_dir, num_processes, merge_timeout_s)
-    analyse(out_dir, scorer.canon, scorer.coverage(), summary, grouping=grouping)
+    summary = run_cms(cfg, out_dir, scorer=scorer, resume=resume, workers=workers,
+                      checkpoint_every_s=checkpoint_every_s, policy=policy, **kw)
+    if "stopped_at" in summary:
+        return summary
+    if jax.process_index() != 0:
+        return None
+    analyse(out_dir, scorer.canon, scorer.coverage(), summary, grouping=cfg.groups,
+            group_maps=scorer.acc.group_results(scorer.acc_state) if cfg.groups else None)
     return summary
 
 
-__all__ = ["RunConfig", "run_job", "default_images"]
+__all__ = ["RunConfig", "RunFailed", "FailurePolicy", "run_job", "default_images", "init_distributed"]

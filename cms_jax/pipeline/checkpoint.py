@@ -1,32 +1,34 @@
 """Preemption-safe run state: Orbax checkpoints of the accumulator and of what is done.
 
 The state saved together, atomically, at each checkpoint step:
-  * ``state``: the CMS accumulator (``sum`` of CIS maps, ``count``) and
-    ``next_index``, the position in the run's deterministic image order up to
-    which every image is either accumulated or recorded as skipped;
-  * ``meta`` (JSON): the run config and its fingerprint, the committed
-    per-image drop shards, the skipped images with their reasons, timings.
+  * ``state``: the CMS accumulator (``sum`` of CIS maps, ``count``, and the
+    per-group sums) and ``next_index``, the number of images of this process's
+    share that are either accumulated or recorded as skipped;
+  * ``meta`` (JSON): the run config and its fingerprint, the Grain loader's
+    iterator state (where the next image comes from), the committed per-image
+    drop shards, the skipped images with their reasons, timings.
 Orbax writes a step into a temporary folder and renames it when complete, so
 a ``kill -9`` at any moment leaves the previous step intact: a resumed run
 redoes at most the images after it, and counts none twice.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class RunCheckpoint:
-    """Save and restore a run's state under ``<out_dir>/checkpoints``."""
+    """Save and restore a run's state under ``<out_dir>/checkpoints`` (a folder or an object-store URL)."""
 
-    def __init__(self, directory: str, keep: int = 2):
+    def __init__(self, directory, keep: int = 2):
         import jax
 
-        self.directory = os.path.abspath(directory)
+        self.directory = epath.Path(directory)
+        if "://" not in str(directory):
+            self.directory = self.directory.absolute()
         me = jax.process_index()
-        os.makedirs(self.directory, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         # Each process of a multi-host run checkpoints its own shard into its own folder:
         # a manager over this process alone, with no cross-process barrier.
         options = ocp.CheckpointManagerOptions(

@@ -28,7 +28,10 @@ class RunConfig:
       canvas: side of the square canonical canvas in pixels.
       reduce: 'mean' (Eq. 6) or 'sum' (the official code).
       batch_size: work items (image, vertex) per device batch, over all devices.
-      label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name.
+      label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name
+        (checked against the model's class names; see `labels`).
+      groups: '' or a grouping spec (``utkface:race``, ``csv:PATH``, ``celeba:PATH:ATTR``) whose
+        per-group CMS sums are accumulated with the run's (and reduced across processes).
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
         'auto' (the main job's default): incremental where the model allows, else dense.
@@ -48,6 +51,7 @@ class RunConfig:
     reduce: str = "mean"
     batch_size: int = 1024
     label_from: str = ""
+    groups: str = ""
     incremental: bool | str = False
     dtype: str = "float32"
 
@@ -67,8 +71,9 @@ class RunConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.incremental not in (True, False, "auto"):
             raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
-        if self.label_from not in ("", "utkface_gender"):
-            raise ValueError(f"label_from must be '' or 'utkface_gender', got {self.label_from!r}")
+        from cms_jax.pipeline.labels import RULES
+        if self.label_from not in RULES:
+            raise ValueError(f"label_from must be one of {RULES}, got {self.label_from!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""Which images a run covers: a folder, a glob, a list file or paths; sharded by process."""
+"""Which images a run covers: a folder, a glob, a list file or paths (sorted: the run's order)."""
 from __future__ import annotations
 
 import glob
@@ -42,10 +42,3 @@ def expand_images(spec: str, max_images: int = 0) -> list[str]:
         raise ValueError(f"images: {spec!r} names no image files (folder, glob, .txt list or paths)")
     files = sorted(dict.fromkeys(files))
     return files[:max_images] if max_images else files
-
-
-def shard(files: list[str], index: int, count: int) -> list[str]:
-    """Process ``index`` of ``count`` takes every count-th file: disjoint, covering, deterministic."""
-    if not 0 <= index < count:
-        raise ValueError(f"process index {index} outside [0, {count})")
-    return files[index::count]

@@ -2,41 +2,34 @@
 
 ``drops.npz`` holds the per-image vertex drops (the canonical representation
 of each CIS) with the file names, so the CMS of any subset or group can be
-formed later without rescoring.
+formed later without rescoring. Every file goes through `storage` (a local
+folder or an object-store URL).
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-
+import cv2
 import numpy as np
 
 from cms_jax import viz
+from cms_jax import storage
+
+DROP_KEYS = ("files", "drops", "valid", "targets", "clean")
 
 
-def _atomic_savez(path: str, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def write_part(path: str, result) -> None:
+def write_part(path, result) -> None:
     """One chunk's drops, written atomically (a torn shard is never read)."""
-    _atomic_savez(path, files=np.asarray(result.files, dtype=str), drops=result.drops.astype(np.float32),
-                  valid=result.valid, targets=result.targets.astype(np.int32),
-                  clean=result.clean.astype(np.float32))
+    storage.save_npz(path, files=np.asarray(result.files, dtype=str), drops=result.drops.astype(np.float32),
+                     valid=result.valid, targets=result.targets.astype(np.int32),
+                     clean=result.clean.astype(np.float32))
 
 
-def read_parts(paths: list[str]) -> dict[str, np.ndarray]:
+def read_parts(paths: list) -> dict[str, np.ndarray]:
     """Concatenate drop shards in the order given."""
-    keys = ("files", "drops", "valid", "targets", "clean")
-    cols = {k: [] for k in keys}
+    cols = {k: [] for k in DROP_KEYS}
     for p in paths:
-        with np.load(p) as z:
-            for k in keys:
-                cols[k].append(z[k])
+        z = storage.load_npz(p)
+        for k in DROP_KEYS:
+            cols[k].append(z[k])
     if not paths:
         return {"files": np.zeros(0, str), "drops": np.zeros((0, 0), np.float32),
                 "valid": np.zeros((0, 0), bool), "targets": np.zeros(0, np.int32),
@@ -86,15 +79,25 @@ def render_cms(cms: np.ndarray, canon, count_mask: np.ndarray | None = None) -> 
     return viz.overlay(canon.image, cms, mask)
 
 
-def write_final(out_dir: str, scorer, part_paths: list[str], summary_: dict) -> dict:
-    """Write cms.npy, cms.png, drops.npz and summary.json into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
+def save_png(dest, rgb: np.ndarray) -> None:
+    """A uint8 RGB image as PNG, through `storage`."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))
+    if not ok:
+        raise OSError(f"could not encode PNG {dest}")
+    storage.write_bytes(dest, data.tobytes())
+
+
+def write_final(out_dir, scorer, drops: dict[str, np.ndarray], summary_: dict) -> dict:
+    """Write cms.npy, cms.png, drops.npz (rows in the run's image order) and summary.json."""
+    out = storage.path(out_dir)
     cms = scorer.cms().astype(np.float32)
-    np.save(os.path.join(out_dir, "cms.npy"), cms)
-    viz.save_png(os.path.join(out_dir, "cms.png"), render_cms(cms, scorer.canon, scorer.coverage()))
-    d = read_parts(part_paths)
-    _atomic_savez(os.path.join(out_dir, "drops.npz"), canon_xy=scorer.canon.vertices.astype(np.float32),
-                  canonical_patch_size=np.float32(scorer.f), **d)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary_, f, indent=2)
+    storage.save_npy(out / "cms.npy", cms)
+    save_png(out / "cms.png", render_cms(cms, scorer.canon, scorer.coverage()))
+    storage.save_npz(out / "drops.npz", canon_xy=scorer.canon.vertices.astype(np.float32),
+                     canonical_patch_size=np.float32(scorer.f), **drops)
+    write_summary(out_dir, summary_)
     return summary_
+
+
+def write_summary(out_dir, summary_: dict) -> None:
+    storage.write_json(storage.path(out_dir) / "summary.json", summary_)

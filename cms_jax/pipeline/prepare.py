@@ -1,26 +1,27 @@
-"""Host side of the job: decode, align (cached), crop, in worker processes, prefetched.
+"""Host side of the job: decode, align (cached), crop, in Grain worker processes, prefetched.
 
-One persistent pool of worker processes, each with its own MediaPipe
-FaceLandmarker; results come back in input order with a bounded number of
-files in flight, so host work overlaps device scoring and memory stays flat
-whatever the number of images. Landmarks are cached on disk by file content
-and landmarker hash (``cms_jax.align.batch``), so a resumed or repeated run
-makes no MediaPipe call for files it has seen.
+The input pipeline is a Grain ``DataLoader`` over the image list: each worker
+process creates its own MediaPipe FaceLandmarker lazily, on its first file;
+results come back in input order with bounded prefetch, so host work overlaps
+device scoring and memory stays flat whatever the number of images. Its
+iterator state (a few integers per worker) goes into the run's Orbax
+checkpoint, so a resumed run continues at the exact image. Landmarks are
+cached on disk by file content and landmarker hash (``cms_jax.align.batch``),
+so a resumed or repeated run makes no MediaPipe call for files it has seen.
 
-Why not Grain: Grain shines for random-access training pipelines with
-shuffling and sharded record files; this job reads each image once, in a fixed
-order, and its per-item work is a native MediaPipe graph that must live one
-per process. A process pool with a bounded window gives the same overlap with
-no extra dependency.
+Sharding: each JAX process takes its ``grain.ShardByJaxProcess`` share of the
+sorted list as a contiguous range (Grain's ``even_split``). The range is cut
+here and given to the loader unsharded, because Grain 0.2.18's ``DataLoader``
+drops the last record of the longer shards when the list does not divide
+evenly (11 files on 2 processes: file 5 is never read).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
-import multiprocessing
-import os
 import pathlib
+import traceback
 
+import grain.python as grain
 import numpy as np
 
 from cms_jax.align import batch as align_batch
@@ -28,6 +29,7 @@ from cms_jax.align import cache as align_cache
 from cms_jax.align import images as align_images
 from cms_jax.align.crops import crop_face
 from cms_jax.align.landmarker import Landmarker
+from cms_jax.pipeline import failures
 from cms_jax.pipeline.progress import StageTimer
 
 
@@ -41,21 +43,21 @@ class Prepared:
     xy: np.ndarray | None = None        # float32 (468, 2) landmarks in crop pixels
     z: np.ndarray | None = None         # float32 (468,) depth (for visibility)
     notes: tuple[str, ...] = ()
+    error: tuple[str, str] | None = None  # (signature, traceback) of an unexpected exception
     seconds: dict = dataclasses.field(default_factory=dict)  # host seconds by stage (see prepare_one)
 
 
-_LM = None
-_SETTINGS: dict = {}
+_LM = None  # this worker's landmarker, created on its first file
 
 
-def _init(settings: dict) -> None:
-    global _LM, _SETTINGS
-    _SETTINGS = settings
-    _LM = Landmarker(settings["model_path"], num_faces=settings["num_faces"])
-    multiprocessing.util.Finalize(None, _LM.close, exitpriority=10)
+def _landmarker(settings: dict):
+    global _LM
+    if _LM is None:
+        _LM = Landmarker(settings["model_path"], num_faces=settings["num_faces"])
+    return _LM
 
 
-def prepare_one(path: str, settings: dict | None = None, lm=None) -> Prepared:
+def prepare_one(path: str, settings: dict, lm=None) -> Prepared:
     """Decode, align (through the cache) and crop one file; never raises for bad input.
 
     The result's ``seconds`` holds this file's host time by stage: ``read`` (file bytes and
@@ -63,11 +65,12 @@ def prepare_one(path: str, settings: dict | None = None, lm=None) -> Prepared:
     """
     timer = StageTimer()
     try:
-        p = _prepare(path, settings or _SETTINGS, lm or _LM, timer)
+        p = _prepare(path, settings, lm or _landmarker(settings), timer)
     except align_images.ImageError as e:
         p = Prepared(path, reason=e.reason)
-    except Exception as e:  # one bad file never stops the run: record why
-        p = Prepared(path, reason=f"error: {type(e).__name__}: {e}")
+    except Exception as e:  # one bad file never stops the run: record why (a streak of them does)
+        p = Prepared(path, reason=f"error: {type(e).__name__}: {e}",
+                     error=(failures.signature(e, path), traceback.format_exc()))
     p.seconds = dict(timer.seconds)
     return p
 
@@ -101,20 +104,44 @@ def _prepare(path: str, s: dict, lm, timer: StageTimer) -> Prepared:
                     z=np.asarray(d["z"], np.float32), notes=tuple(d.get("notes", ())) or tuple(notes))
 
 
-def _work(path: str) -> Prepared:
-    return prepare_one(path)
+class _PrepareFace(grain.MapTransform):
+    """Grain transform: one file path -> `Prepared` (the landmarker is created lazily per worker)."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def map(self, path: str) -> Prepared:
+        return prepare_one(path, self.settings)
+
+
+def grain_flags_parsed() -> None:
+    """Grain reads absl flags; mark them parsed when the caller is a library user, not an absl app."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def process_range(n: int, index: int | None = None, count: int | None = None) -> tuple[int, int]:
+    """A process's contiguous share ``[start, end)`` of ``n`` files: this JAX process's
+    (``grain.ShardByJaxProcess``) by default, or process ``index`` of ``count``."""
+    from grain._src.core.sharding import even_split  # the split Grain's own samplers use
+    if index is None:
+        return even_split(n, grain.ShardByJaxProcess(drop_remainder=False))
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} outside [0, {count})")
+    return even_split(n, grain.ShardOptions(index, count, drop_remainder=False))
 
 
 class FacePreparer:
-    """Streams `Prepared` items for a list of files, in order, with bounded prefetch.
+    """Streams `Prepared` items for a list of files, in order, through a Grain loader.
 
     Args:
       model: the FaceModel (input size and crop policy are read from it).
       canon: unused here; kept for symmetry with the scorer.
       cfg: the RunConfig (unused fields ignored).
-      workers: worker processes; 0 runs in this process (tests, debugging).
+      workers: Grain worker processes; 0 runs in this process (tests, debugging).
       cache_dir: landmark cache folder (None disables the cache).
-      in_flight: files submitted ahead of the consumer.
+      in_flight: files prepared ahead of the consumer, over all workers.
     """
 
     def __init__(self, model, canon, cfg, workers: int = 2, cache_dir: str | None = None,
@@ -127,52 +154,48 @@ class FacePreparer:
             "policy": model.crop_policy, "margin": float(model.crop_margin),
             "out_hw": tuple(model.input_size),
         }
-        self.workers = workers
+        self.workers = int(workers)
         self.in_flight = max(in_flight, 2 * max(workers, 1))
-        self._pool = None
-        self._lm = None
-        if workers > 0:
-            ctx = multiprocessing.get_context("spawn")  # the parent runs JAX threads: never fork
-            self._pool = ctx.Pool(workers, _init, (self.settings,))
-        else:
-            self._lm = Landmarker(model_path, num_faces=4)
+        self._lm = Landmarker(model_path, num_faces=4) if workers == 0 else None
+        self._iterators = []
+
+    def loader(self, paths: list[str], state: bytes | None = None):
+        """A Grain iterator of `Prepared`, one per path, in order, from ``state`` when given.
+
+        ``iterator.get_state()`` (bytes) after consuming k items resumes at item k.
+        """
+        grain_flags_parsed()
+        if self._lm is not None:
+            global _LM
+            _LM = self._lm  # workers=0: this process's landmarker
+        loader = grain.DataLoader(
+            data_source=list(paths),
+            sampler=grain.IndexSampler(len(paths), shard_options=grain.NoSharding(), shuffle=False,
+                                       num_epochs=1),
+            operations=[_PrepareFace(self.settings)], worker_count=self.workers,
+            worker_buffer_size=max(1, self.in_flight // max(self.workers, 1)))
+        it = iter(loader)
+        self._iterators.append(it)
+        if state is not None:
+            it.set_state(state)
+        return it
 
     def imap(self, paths):
         """Yield one `Prepared` per path, in order."""
-        if self._pool is None:
-            for p in paths:
-                yield prepare_one(p, self.settings, self._lm)
-            return
-        window = collections.deque()
-        it = iter(paths)
-        for p in it:
-            window.append(self._pool.apply_async(_work, (p,)))
-            if len(window) >= self.in_flight:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+        paths = list(paths)
+        if paths:
+            yield from self.loader(paths)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
+        """Stop the worker processes of every loader and close this process's landmarker."""
+        global _LM
+        for it in self._iterators:
+            close = getattr(getattr(it, "_iterator", it), "close", None)
+            if close is not None:
+                close()
+        self._iterators = []
         if self._lm is not None:
+            if _LM is self._lm:
+                _LM = None
             self._lm.close()
             self._lm = None
-
-
-def label_for(cfg, path: str) -> int | None:
-    """The target class from the file name when ``cfg.label_from`` says so, else None (predicted).
-
-    'utkface_gender': UTKFace names are AGE_GENDER_RACE_...; GENDER 0 male, 1 female, while the
-    gender model's classes are 0 woman, 1 man.
-    """
-    if not cfg.label_from:
-        return None
-    name = os.path.basename(path)
-    try:
-        gender = int(name.split("_")[1])
-    except (IndexError, ValueError):
-        return None
-    return 1 - gender

@@ -75,3 +75,47 @@ class Progress:
         if self.done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def memory_mb() -> dict[str, float]:
+    """Resident memory now: this process (``rss_mb``, and its peak so far) and its worker processes."""
+    import resource
+
+    import psutil
+
+    me = psutil.Process()
+    kids = 0.0
+    for child in me.children(recursive=True):
+        try:
+            kids += child.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            pass
+    return {"rss_mb": round(me.memory_info().rss / 2**20, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "workers_rss_mb": round(kids / 2**20, 1)}
+
+
+class ThroughputLog:
+    """One row per ``every`` images of a process's shard: images/s over those images, and memory.
+
+    The rows answer "does throughput hold, does memory stay flat" for a long run; they survive a
+    resume (``rows`` goes into the checkpoint), and the first interval after a resume is timed
+    from the restart.
+    """
+
+    def __init__(self, rows: list[dict] | None = None, done: int = 0, seconds_before: float = 0.0,
+                 every: int = 1000):
+        self.rows = list(rows or [])
+        self.every = every
+        self._t0 = time.monotonic()
+        self._before = seconds_before
+        self._last = (done, self._t0)
+
+    def update(self, done: int) -> None:
+        if done // self.every <= self._last[0] // self.every:
+            return
+        now = time.monotonic()
+        n, t = self._last
+        self.rows.append({"images": done, "seconds": round(self._before + now - self._t0, 1),
+                          "images_per_second": round((done - n) / max(now - t, 1e-9), 3), **memory_mb()})
+        self._last = (done, now)

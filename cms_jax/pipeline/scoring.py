@@ -9,6 +9,7 @@ their mean, or their sum as in the official code).
 from __future__ import annotations
 
 import dataclasses
+import traceback
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from cms_jax.align.visibility import visible_vertices
 from cms_jax.engine import EngineResult, OcclusionEngine
 from cms_jax.occlusion import default_patch_size
 from cms_jax.projection import splat
-from cms_jax import sharding
+from cms_jax import groups, sharding
+from cms_jax.pipeline.failures import signature
 
 
 @dataclasses.dataclass
@@ -79,7 +81,8 @@ class Scorer:
         # bfloat16 runs score their first chunk in float32 too: summary.json["bf16_fidelity"].
         self.bf16_fidelity: float | None = None
         self._fp32: OcclusionEngine | None = None
-        self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce)
+        self.group_names = groups.group_names(cfg.groups) if cfg.groups else ()
+        self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce, groups=self.group_names)
         self.acc_state = self.acc.empty_state()
 
     def _engine(self, dtype: str) -> OcclusionEngine:
@@ -102,13 +105,8 @@ class Scorer:
 
     def load_state(self, state: dict) -> int:
         """Restore the accumulator from `state`; returns its ``next_index``."""
-        self.acc_state = {"sum": np.asarray(state["sum"], np.float64),
-                          "count": np.asarray(state["count"], np.int64)}
+        self.acc_state = {k: np.asarray(state[k]) for k in self.acc.empty_state()}
         return int(state["next_index"])
-
-    def merge_state(self, state: dict) -> None:
-        """Add another process's accumulator state (sums and counts add exactly)."""
-        self.acc_state = self.acc.merge(self.acc_state, {k: state[k] for k in ("sum", "count")})
 
     def coverage(self) -> np.ndarray:
         """bool (H_F, W_F): canvas pixels some vertex square reaches (N > 0 in Eq. 5)."""
@@ -134,7 +132,8 @@ class Scorer:
         """Drops for a chunk of prepared crops; images that fail are returned with reasons.
 
         A chunk whose scoring raises is retried image by image, so one bad
-        image costs only itself.
+        image costs only itself. An image that fails with an exception has, besides its
+        ``reason``, an ``error``: (signature, traceback) for the run's `FailurePolicy`.
         """
         kept, failed = [], []
         for p, label in zip(prepared, labels):
@@ -158,7 +157,8 @@ class Scorer:
                 self.bf16_fidelity = self._fidelity(res, x, xy)
         except Exception as e:  # never lose the run to one chunk
             if len(kept) == 1:
-                return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}"}]
+                return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}",
+                                        "error": (signature(e, files[0]), traceback.format_exc())}]
             singles = [self.score([k[0]], [k[1]]) for k in kept]
             failed += [f for _, fs in singles for f in fs]
             ok = [r for r, _ in singles if r is not None]
@@ -191,8 +191,9 @@ class Scorer:
 
     def accumulate(self, result: ChunkResult) -> None:
         """Add the chunk's CIS maps (Eqs. 4-5) to the CMS sum (Eq. 6)."""
+        group_of = groups.parse_grouping(self.cfg.groups, result.files) if self.group_names else None
         self.acc_state = self.acc.add_drops(self.acc_state, result.drops, result.valid,
-                                            self.canon.vertices, self.f)
+                                            self.canon.vertices, self.f, group_of=group_of)
 
     def cms(self) -> np.ndarray:
         """The CMS so far (Eq. 6: mean of the CIS maps, or their sum)."""
