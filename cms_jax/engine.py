@@ -28,7 +28,7 @@ class EngineResult:
 
     Attributes:
         drops: (N, V) float32 drops S_v (Eq. 1); 0 where ``valid`` is False.
-        targets: (N,) int32 class c scored for each image.
+        targets: (N,) int32 class c scored for each image (0 for embeddings).
         clean: (N,) float32 phi(I, c) of the unoccluded images.
         valid: (N, V) bool, the vertices that were scored.
     """
@@ -94,6 +94,8 @@ class OcclusionEngine:
         if dtype not in fwd.DTYPES:
             raise ValueError(f"dtype must be one of {sorted(fwd.DTYPES)}, got {dtype!r}")
         mode = occ.score_mode(score, probs, output)
+        self.mode, self.output = mode, output
+        self._apply, self._params, self._jittable = apply, params, jittable
         self.mesh = mesh if mesh is not None else shd.data_mesh()
         ndev = shd.num_shards(self.mesh)
         if batch_size < 1 or images_per_group < 1:
@@ -121,7 +123,9 @@ class OcclusionEngine:
             images: (N, H, W, C) float32 preprocessed model inputs.
             vertices_xy: (N, V, 2) or shared (V, 2) positions in input pixels.
             valid: (N, V) or (V,) bool; False vertices (e.g. invisible) are skipped.
-            targets: (N,) class per image; default the predicted class.
+            targets: (N,) class per image; default the predicted class. For an
+                embedding model, (N, D) reference embeddings; default each
+                image's own clean embedding (self-cosine).
             patch_size: occlusion side in pixels; default the engine's, else
                 scales with H (15 at 224).
             fill: value written into the occluded square.
@@ -145,8 +149,17 @@ class OcclusionEngine:
             raise ValueError(f"vertices_xy has {int(bad.sum())} non-finite valid vertices; mark them "
                              f"invalid with `valid`")
         sz = occ.check_patch_size(patch_size if patch_size is not None else self.patch_size, h)
-        tgt_in = np.full(n, -1, np.int32) if targets is None else np.asarray(targets, np.int32).reshape(n)
-        if targets is not None:
+        if self.mode == "cosine":
+            tgt_in = self.embed(images) if targets is None else np.asarray(targets, np.float32)
+            if tgt_in.ndim != 2 or tgt_in.shape[0] != n:
+                raise ValueError(f"an embedding model's targets are (N, D) reference embeddings with N={n}, "
+                                 f"got shape {tgt_in.shape}")
+        else:
+            if targets is None and self.output == "regression":
+                raise ValueError("a regression model has no predicted class: give targets, the index of the "
+                                 "output to score (the main job's --target)")
+            tgt_in = np.full(n, -1, np.int32) if targets is None else np.asarray(targets, np.int32).reshape(n)
+        if targets is not None and self.mode != "cosine":
             k = self.forward.num_outputs(images.shape[1:])
             if (tgt_in < 0).any() or (tgt_in >= k).any():
                 raise ValueError(f"targets must be class indices in [0, {k}), got {tgt_in.tolist()}")
@@ -162,7 +175,7 @@ class OcclusionEngine:
             ii, vv = np.nonzero(ok[g0:g0 + m])
             boxes = np.concatenate([occ.square_bounds(xy[g0 + i], sz, (h, w)) for i in range(m)])
             boxes = boxes.reshape(m, v, 4)[ii, vv]
-            item_tgt = out_tgt[g0 + ii]
+            item_tgt = tgt_in[g0 + ii] if self.mode == "cosine" else out_tgt[g0 + ii]
             pending = []
             for s in range(0, len(ii), b):  # dispatch all batches, then fetch (async pipeline)
                 e = min(s + b, len(ii))
@@ -173,6 +186,22 @@ class OcclusionEngine:
                 drops[g0 + ii[s:e], vv[s:e]] = occ.drops_from_confidences(
                     out_clean[g0 + ii[s:e]], np.asarray(phi)[:e - s])
         return EngineResult(drops=drops, targets=out_tgt, clean=out_clean, valid=np.array(ok))
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, K) float32 raw outputs of the clean images (an embedding model's own embeddings)."""
+        images = np.asarray(images, np.float32)
+        if not self._jittable:
+            return np.asarray(self._apply(self._params, images), np.float32)
+        if not hasattr(self, "_embed"):
+            rep, dat = shd.replicated(self.mesh), shd.data_sharding(self.mesh)
+            self._embed = jax.jit(self._apply, in_shardings=(rep, dat), out_shardings=dat)
+            self._embed_params = shd.replicate(self._params, self.mesh)
+        out = []
+        for s in range(0, len(images), self.group):
+            chunk = images[s:s + self.group]
+            padded = shd.pad_to(chunk, self.group)  # one shape: no retrace
+            out.append(np.asarray(self._embed(self._embed_params, padded), np.float32)[:len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 # Engines hold compiled steps; the model object is kept alive beside its engine

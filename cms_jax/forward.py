@@ -43,7 +43,12 @@ def cast_floats(tree: Any, dtype) -> Any:
 
 
 def phi(outputs: jax.Array, mode: str, target: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Eq. 1's confidence phi of each row: float32 outputs -> confidences -> (phi (B,), class (B,))."""
+    """Eq. 1's confidence phi of each row: float32 outputs -> confidences -> (phi (B,), class (B,)).
+
+    ``target`` is (B,) class indices, or (B, D) reference embeddings under mode 'cosine'.
+    """
+    if mode == "cosine":
+        return occ.cosine_confidence(outputs, target)
     return occ.target_confidence(occ.confidences(outputs.astype(jnp.float32), mode), target)
 
 

@@ -109,14 +109,18 @@ def score_mode(score: str, outputs_are_probs: bool = False, output: str = "class
             raw value of the class, the official code).
         outputs_are_probs: the model already ends in a softmax; its raw value
             is then the probability and no second softmax is applied.
-        output: the model's output kind; regression and embedding outputs have
-            no classes to normalise over, so their raw values are used.
+        output: the model's output kind; regression outputs have no classes to
+            normalise over, so their raw values are used; an embedding is scored
+            by the cosine similarity to a reference embedding (its own clean
+            embedding unless one is given): 'cosine'.
 
     Returns:
-        'softmax' or 'raw'.
+        'softmax', 'raw' or 'cosine'.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if output == "embedding":
+        return "cosine"
     if score == "logit" or outputs_are_probs or output != "classes":
         return "raw"
     return "softmax"
@@ -134,6 +138,19 @@ def confidences(scores: jax.Array, mode: str) -> jax.Array:
     if scores.shape[-1] == 1:
         return jax.nn.sigmoid(scores)
     return jax.nn.softmax(scores, axis=-1)
+
+
+def cosine_confidence(outputs: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """phi for an embedding: cosine similarity of each row with its (B, D) reference; class 0.
+
+    The drop S_v = phi(I) - phi(I_v) of Eq. 1 then says how far occluding the square moves the
+    embedding away from the reference (its own clean embedding: "how much the identity moves").
+    """
+    o = outputs.astype(jnp.float32)
+    r = reference.astype(jnp.float32)
+    num = (o * r).sum(-1)
+    den = jnp.sqrt((o * o).sum(-1) * (r * r).sum(-1))
+    return jnp.where(den > 0, num / jnp.maximum(den, 1e-30), 0.0), jnp.zeros(o.shape[0], jnp.int32)
 
 
 def target_confidence(conf: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -35,6 +35,11 @@ _REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "CMS = mean (Eq. 
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
 _LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names "
                             "(checked against the model's class names; unlabelled files are skipped).")
+_TARGET = flags.DEFINE_string("target", "", "Score this output (name or index) for every image; required "
+                              "for regression models (e.g. --model=headpose --target=yaw).")
+_REFERENCE = flags.DEFINE_string("reference", "", "Embedding models: csv:FILE of file,identity; score the "
+                                 "cosine to the mean embedding of the identity's other images (default: "
+                                 "to the image's own clean embedding).")
 _INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
                                   "(any model that runs on the device). Unset: used wherever the model "
                                   "allows; --incremental refuses a black box, --noincremental scores densely.")
@@ -66,6 +71,7 @@ def main(argv):
                     score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
+                    target=_TARGET.value, reference=_REFERENCE.value,
                     incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value)
     try:
         summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,

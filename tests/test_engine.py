@@ -222,3 +222,36 @@ def test_bench_engine_smoke(tmp_path):
         r = report["models"][name]
         assert r["engine_items_per_s"] > 0 and r["bare_forwards_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["engine_items_per_s"] / r["bare_forwards_per_s"])
+
+
+@pytest.mark.parametrize("forward", ["dense", "incremental"])
+def test_embedding_model_scores_cosine_to_its_clean_embedding(forward):
+    """Eq. 1 with phi = cos(f(I_v), f(I)): checked against a direct loop over occluded copies."""
+    images, xy = _inputs(n=2, v=12)
+    params = init_params(classes=16)
+    model = face_model(params, output="embedding")
+    res = OcclusionEngine(model, batch_size=16, forward=forward).run(images, xy, patch_size=5)
+    np.testing.assert_allclose(res.clean, 1.0, atol=1e-6)  # an image is its own reference
+    for i in range(2):
+        ref = np.asarray(apply_fn(params, images[i:i + 1]))[0]
+        for v, (x0, x1, y0, y1) in enumerate(occ.square_bounds(xy[i], 5, (H, W))):
+            img = images[i].copy()
+            img[y0:y1, x0:x1] = 0.0
+            e = np.asarray(apply_fn(params, img[None]))[0]
+            cos = e @ ref / np.linalg.norm(e) / np.linalg.norm(ref)
+            np.testing.assert_allclose(res.drops[i, v], 1.0 - cos, atol=2e-5)
+    assert res.drops.max() > 1e-3
+    # A given reference (another identity's mean embedding) replaces the image's own.
+    other = np.asarray(apply_fn(params, images[::-1]))
+    res2 = OcclusionEngine(model, batch_size=16, forward=forward).run(images, xy, targets=other, patch_size=5)
+    own = np.asarray(apply_fn(params, images))
+    cos = (own * other).sum(1) / np.linalg.norm(own, axis=1) / np.linalg.norm(other, axis=1)
+    np.testing.assert_allclose(res2.clean, cos, atol=1e-5)
+
+
+def test_regression_model_needs_an_explicit_target():
+    images, xy = _inputs(n=1, v=4)
+    eng = OcclusionEngine(face_model(output="regression"), batch_size=16)
+    with pytest.raises(ValueError, match="regression model has no predicted class"):
+        eng.run(images, xy)
+    assert eng.run(images, xy, targets=np.asarray([2])).targets.tolist() == [2]

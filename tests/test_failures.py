@@ -127,3 +127,20 @@ def test_too_many_skipped_writes_outputs_then_fails(utk, tmp_path):
         run_job(cfg, str(tmp_path / "out"), workers=0, show_progress=False)
     s = json.load(open(tmp_path / "out" / "summary.json"))
     assert s["images_done"] == 4 and os.path.exists(tmp_path / "out" / "cms.npy")
+
+
+def test_regression_model_needs_a_target_and_embeddings_take_none():
+    pose = models.load("headpose")  # yaw, pitch, roll: regression
+    with pytest.raises(ValueError, match=r"regression outputs \('yaw', 'pitch', 'roll'\).*--target=yaw"):
+        LabelRule("", pose)
+    assert LabelRule("", pose, target="pitch")("/x/a.jpg") == (1, None)
+    assert LabelRule("", pose, target="2")("/x/a.jpg") == (2, None)
+    with pytest.raises(ValueError, match=r"--target='tilt'.*outputs \('yaw', 'pitch', 'roll'\)"):
+        LabelRule("", pose, target="tilt")
+    emb = dataclasses.replace(models.load("tiny"), output="embedding")
+    with pytest.raises(ValueError, match="outputs an embedding"):
+        LabelRule("", emb, target="0")
+    ref = np.ones(4, np.float32)
+    rule = LabelRule("", emb, references={"/x/a.jpg": ref, "/x/b.jpg": "no reference: identity 'p' has no other"})
+    assert rule("/x/a.jpg")[0] is ref
+    assert rule("/x/b.jpg") == (None, "no reference: identity 'p' has no other")

@@ -30,6 +30,10 @@ class RunConfig:
       batch_size: work items (image, vertex) per device batch, over all devices.
       label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name
         (checked against the model's class names; see `labels`).
+      target: '' or one output (name or index) scored for every image; required for regression
+        outputs (no argmax over regression values).
+      reference: '' or ``csv:FILE`` of ``file,identity``: an embedding model is scored against the
+        mean embedding of the identity's other images instead of the image's own.
       groups: '' or a grouping spec (``utkface:race``, ``csv:PATH``, ``celeba:PATH:ATTR``) whose
         per-group CMS sums are accumulated with the run's (and reduced across processes).
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
@@ -51,6 +55,8 @@ class RunConfig:
     reduce: str = "mean"
     batch_size: int = 1024
     label_from: str = ""
+    target: str = ""
+    reference: str = ""
     groups: str = ""
     incremental: bool | str = False
     dtype: str = "float32"

@@ -27,6 +27,7 @@ from cms_jax.pipeline.inputs import expand_images
 from cms_jax.pipeline.labels import LabelRule
 from cms_jax.pipeline.prepare import FacePreparer, process_range
 from cms_jax.pipeline.progress import Progress, StageTimer, ThroughputLog
+from cms_jax.pipeline.references import identity_references
 from cms_jax.pipeline.scoring import Scorer
 
 
@@ -98,7 +99,12 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
     parts_dir.mkdir(parents=True, exist_ok=True)
 
     scorer = scorer or Scorer(cfg)
-    rule = LabelRule(cfg.label_from, scorer.model)  # a rule that does not fit the model fails here
+    cache = align_cache or (str(storage.path(out_dir) / "align_cache") if storage.is_local(out_dir) else None)
+    # Checked before any image is read: a rule that does not fit the model fails here.
+    LabelRule(cfg.label_from, scorer.model, target=cfg.target, references={} if cfg.reference else None)
+    refs = (identity_references(cfg.reference, scorer, all_files, workers=workers, cache_dir=cache)
+            if cfg.reference else None)
+    rule = LabelRule(cfg.label_from, scorer.model, target=cfg.target, references=refs)
     policy = policy or FailurePolicy()
     ckpt = RunCheckpoint(work / "checkpoints")
     done, parts, skipped, seconds_before, input_state, rows = 0, [], [], 0.0, None, []
@@ -131,8 +137,6 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
     log = ThroughputLog(rows, done=done, seconds_before=seconds_before)
     progress = Progress(len(files), done=done, label=f"cms p{pi}") if show_progress else None
     with timer("pool"):
-        cache = align_cache or (str(storage.path(out_dir) / "align_cache") if storage.is_local(out_dir)
-                                else None)
         preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=workers, cache_dir=cache)
         source = preparer.loader(files, state=input_state)
 

@@ -131,6 +131,9 @@ class Scorer:
     def score(self, prepared, labels) -> tuple[ChunkResult | None, list[dict]]:
         """Drops for a chunk of prepared crops; images that fail are returned with reasons.
 
+        ``labels`` has one target per image (see `labels.TargetRule`): a class or output index,
+        a (D,) reference embedding, or None for all (the predicted class; an embedding's own).
+
         A chunk whose scoring raises is retried image by image, so one bad
         image costs only itself. An image that fails with an exception has, besides its
         ``reason``, an ``error``: (signature, traceback) for the run's `FailurePolicy`.
@@ -148,13 +151,14 @@ class Scorer:
         tg = [k[1] for k in kept]
         if any(t is None for t in tg) and not all(t is None for t in tg):
             raise ValueError("labels must be given for every image of a run or for none")
+        targets = None if tg[0] is None else (np.stack(tg).astype(np.float32) if np.ndim(tg[0])
+                                              else np.asarray(tg, np.int32))
         try:
             x, xy, valid = (self.model.preprocess(np.stack([k[0].crop for k in kept])),
                             np.stack([k[2] for k in kept]), np.stack([k[3] for k in kept]))
-            res = self.engine.run(x, xy, valid=valid, targets=None if tg[0] is None else np.asarray(tg, np.int32),
-                                  patch_size=self.patch, fill=self.cfg.fill)
+            res = self.engine.run(x, xy, valid=valid, targets=targets, patch_size=self.patch, fill=self.cfg.fill)
             if self.cfg.dtype == "bfloat16" and self.bf16_fidelity is None:
-                self.bf16_fidelity = self._fidelity(res, x, xy)
+                self.bf16_fidelity = self._fidelity(res, x, xy, targets)
         except Exception as e:  # never lose the run to one chunk
             if len(kept) == 1:
                 return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}",
@@ -175,13 +179,14 @@ class Scorer:
         return ChunkResult([files[i] for i in keep], res.drops[keep], res.valid[keep],
                            res.targets[keep], res.clean[keep]), failed
 
-    def _fidelity(self, res: EngineResult, x, xy) -> float | None:
+    def _fidelity(self, res: EngineResult, x, xy, targets) -> float | None:
         """Pearson correlation of these bfloat16 drops with float32 drops of the same images and targets.
 
         None when the drops are constant (then the next chunk is tried).
         """
         self._fp32 = self._fp32 or self._engine("float32")
-        ref = self._fp32.run(x, xy, valid=res.valid, targets=res.targets, patch_size=self.patch, fill=self.cfg.fill)
+        same = res.targets if self.engine.mode != "cosine" else targets  # the classes bf16 scored
+        ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.cfg.fill)
         keep = res.valid & np.isfinite(res.drops) & np.isfinite(ref.drops)
         a, b = res.drops[keep], ref.drops[keep]
         if a.size < 2 or a.std() == 0 or b.std() == 0:
