@@ -43,6 +43,8 @@ _REFERENCE = flags.DEFINE_string("reference", "", "Embedding models: csv:FILE of
 _INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
                                   "(any model that runs on the device). Unset: used wherever the model "
                                   "allows; --incremental refuses a black box, --noincremental scores densely.")
+_ONNX = flags.DEFINE_enum("onnx_backend", "jax", ["jax", "onnxruntime"], "ONNX models: converted to JAX "
+                          "(on the device, incremental) or run by onnxruntime on the host.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of weights and inputs; "
                            "bfloat16 records bf16_fidelity (Pearson vs float32) in summary.json.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
@@ -71,7 +73,7 @@ def main(argv):
                     score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
-                    target=_TARGET.value, reference=_REFERENCE.value,
+                    target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,
                     incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value)
     try:
         summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,

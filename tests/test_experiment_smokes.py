@@ -101,3 +101,13 @@ def test_bench_input_smoke(tmp_path, shared_dir):
     r = json.load(open(tmp_path / "bench_input.json"))
     assert r["images"] == 24 and r["resume_continues_at_the_exact_image"] is True
     assert r["warm_images_per_s"] > r["cold_images_per_s"] > 0  # the cache skips MediaPipe
+
+
+def test_bench_onnx_smoke(tmp_path, shared_dir):
+    """The converter against onnxruntime on FSA-Net: figures present and the values agree."""
+    _run("bench_onnx", f"--out_dir={tmp_path}")
+    r = json.load(open(tmp_path / "bench_onnx.json"))
+    f = r["fsanet_1x1"]
+    assert f["onnx_jax_max_abs_diff"] < 1e-4 and f["onnx_jax_native_batch_max_abs_diff"] < 1e-4
+    assert f["onnxruntime_ms"] > 0 and f["onnx_jax_ms"] > 0
+    assert r["coverage"]["mobilefacenet_style"]["onnx_jax_lacks"] == []

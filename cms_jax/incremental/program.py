@@ -76,7 +76,9 @@ def trace(apply_fn: Callable, params: Any, image_shape: tuple[int, ...], dtype=n
     """
     x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), dtype)
     with convs.semantic():  # depthwise convs as one primitive, whatever the backend
-        closed = jax.make_jaxpr(apply_fn)(params, x)
+        # A fresh function: JAX caches traces by function, and the switch is not in its cache key,
+        # so a trace of apply_fn made earlier (eval_shape at batch 1) would come back without it.
+        closed = jax.make_jaxpr(lambda p, image: apply_fn(p, image))(params, x)
     ids = itertools.count()
     prog = Program([], {}, [], -1, -1, {}, set())
     env: dict = {}

@@ -34,6 +34,7 @@ class FaceModel:
       features_fn: ``features_fn(params, x) -> (B,h,w,C)``, the default CAM layer.
       head_fn: ``head_fn(params, A) -> (B,K)`` with ``head_fn(features_fn(x)) == apply_fn(x)``.
       jittable: False only for models that cannot be traced at all.
+      card_note: for foreign models, where the preprocessing came from (card file or defaults).
     """
 
     name: str
@@ -50,6 +51,7 @@ class FaceModel:
     features_fn: Callable | None = None
     head_fn: Callable | None = None
     jittable: bool = True
+    card_note: str = ""
 
     def __post_init__(self):
         if self.crop_policy not in ("loose", "tight", "whole"):

@@ -117,14 +117,3 @@ def onnx_model(paths: str | Sequence[str], *, name: str | None = None, class_nam
     # Averaged models each run once per image; counted lazily (one profiled run per file).
     HOST_FLOPS[model.apply_fn] = lambda: sum(onnx_flops(p) for p in paths)
     return model
-
-
-def fsanet(paths: Sequence[str]) -> FaceModel:
-    """FSA-Net head pose (yaw, pitch, roll in degrees): BGR, ``(x-127.5)/128``, 64x64.
-
-    Crop policy 'loose', margin 0.6: the FSA-Net demo enlarges the detected face
-    box by 0.6 of its side before resizing.
-    """
-    return onnx_model(paths, name="headpose", class_names=("yaw", "pitch", "roll"), colour="BGR",
-                      normalisation={"scale": 1.0, "mean": [127.5] * 3, "std": [128.0] * 3},
-                      crop_policy="loose", crop_margin=0.6, output="regression")

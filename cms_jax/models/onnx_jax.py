@@ -3,7 +3,8 @@
 A compact interpreter, not a general ONNX runtime: the graph is evaluated for
 ONE image with batch dimension 1 (the shape the FSA-Net files declare, whose
 Reshape targets are computed from ``Shape``), and ``apply_fn`` maps it over the
-batch with ``jax.vmap``.  While tracing, every value is either
+batch with ``jax.vmap`` (``native_batch=True``: once on the whole batch, for
+graphs whose shapes follow it).  While tracing, every value is either
 
   * static (numpy): Constant nodes, integer initializers, ``Shape`` of any
     value and every node whose inputs are all static (constant folding), or
@@ -157,15 +158,45 @@ def _input(graph: onnx.GraphProto, file: str) -> tuple[str, tuple[int, int, int]
     return inputs[0].name, tuple(dims[1:])
 
 
-def convert(path: str) -> tuple[Callable, dict, OnnxInfo]:
+def _batched(forward, native_batch: bool) -> Callable:
+    """``apply_fn(params, x (N, H, W, C)) -> (N, K)`` from the one-image ``forward``."""
+    def apply_fn(params, x):
+        x = jnp.asarray(x, jnp.float32).transpose(0, 3, 1, 2)  # NHWC -> the graph's NCHW
+        if native_batch:
+            return jnp.reshape(forward(params, x), (x.shape[0], -1)).astype(jnp.float32)
+        return jax.vmap(lambda xi: jnp.reshape(forward(params, xi[None]), (-1,)).astype(jnp.float32))(x)
+    return apply_fn
+
+
+def _check_native_batch(forward, params, chw, file: str) -> None:
+    """Refuses ``native_batch`` unless the raw output follows the batch (N, ...) at N = 1 and 2."""
+    one, two = (jax.eval_shape(forward, params, jax.ShapeDtypeStruct((n,) + chw, jnp.float32)).shape
+                for n in (1, 2))
+    if one[:1] != (1,) or two != (2,) + one[1:]:
+        raise ValueError(f"{file}: the graph output is {one} for one image and {two} for two: its shapes do not "
+                         "follow the batch, convert it with native_batch=False")
+
+
+def convert(path: str, *, native_batch: bool = False) -> tuple[Callable, dict, OnnxInfo]:
     """Converts an ONNX image model into a pure JAX function and its params.
 
     Args:
       path: an ``.onnx`` file whose single input is an image (N|1, C, H, W).
+      native_batch: False (default): the graph is traced for one image with
+        batch 1 and mapped over the batch with ``jax.vmap``; right for any
+        graph, including ones with batch 1 baked into constants.  True: the
+        graph is run once on the whole batch, for graphs whose shapes follow
+        the batch (Shape-derived Reshape targets, Flatten: the FSA-Net files,
+        torch exports); checked on output shapes at batch 1 and 2.  Same
+        values; incremental inference then sees the convolutions themselves
+        rather than vmap's batch reshapes around them and computes them on
+        windows (fsanet-1x1, 128 occluded copies on 2 CPU cores: 104 ms vs
+        290 ms dense; with vmap 376 vs 405 ms, as it falls back to dense;
+        experiments/bench_onnx.py).
 
     Returns:
       ``apply_fn(params, x (N, H, W, C) float32) -> (N, K) float32``: the first
-      graph output flattened per image (jit-able, vmapped over the batch);
+      graph output flattened per image (jit-able);
       ``params``: the float initializers as float32 arrays, keyed by name;
       the `OnnxInfo`.
 
@@ -183,12 +214,12 @@ def convert(path: str) -> tuple[Callable, dict, OnnxInfo]:
     input_name, (c, h, w) = _input(graph, file)
     params, statics = _split_initializers(graph)
     forward = _interpreter(_nodes(graph), statics, input_name, graph.output[0].name, opset, file)
-
-    def apply_fn(params, x):
-        x = jnp.asarray(x, jnp.float32).transpose(0, 3, 1, 2)  # NHWC -> the graph's NCHW
-        return jax.vmap(lambda xi: jnp.reshape(forward(params, xi[None]), (-1,)).astype(jnp.float32))(x)
-
-    out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, h, w, c), jnp.float32))
+    if native_batch:
+        _check_native_batch(forward, params, (c, h, w), file)
+    apply_fn = _batched(forward, native_batch)
+    # A fresh lambda: JAX caches traces per function, and incremental inference must later trace
+    # apply_fn itself inside convs.semantic() (depthwise convs as one primitive), not reuse this trace.
+    out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, jax.ShapeDtypeStruct((1, h, w, c), jnp.float32))
     info = OnnxInfo(input_name, (c, h, w), int(out.shape[1]), opset,
                     tuple(sorted({n.op_type for n in graph.node})), file)
     return apply_fn, params, info

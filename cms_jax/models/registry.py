@@ -5,7 +5,8 @@ Built-in names (real files found through `cms_jax.assets.resolve`):
   gender          mini-XCEPTION gender (IMDB-WIKI), 64x64 gray, classes (woman, man); loose crop, margin 0.8
   expression      mini-XCEPTION FER2013, 64x64 gray, 7 expressions; tight crop, margin 0.2
   headpose        FSA-Net 1x1 and var capsule models averaged (as their demo does): yaw, pitch, roll
-                  in degrees (regression, ONNX black box); loose crop, margin 0.6
+                  in degrees (regression: the job needs --target); ONNX converted to JAX (or
+                  onnxruntime on the host with onnx_backend='onnxruntime'); loose crop, margin 0.6
   headpose_1x1, headpose_var   each FSA-Net model alone
   headpose_bins   `headpose` as the paper's 9 yaw x pitch classes (soft bins, `outputs.pose_bins`)
   age             SSR-Net (IMDB) age in years (regression), 64x64 BGR 0-255; loose crop, margin 0.8
@@ -19,8 +20,10 @@ landmark box side times (1 + margin). Measured with MediaPipe landmark boxes on
 the 588 UTKFace chips, the gender model is right 68% (margin 0.2), 91% (0.6),
 92.3% (0.8), 92.5% (1.0), 86% (1.5) of the time.
 
-Paths: a Keras ``.h5``/``.hdf5`` full model, an ``.onnx`` file, or a directory
-written by a converter (Orbax ``params/`` + ``model_card.json``).
+Paths: a Keras ``.h5``/``.hdf5`` full model, an ``.onnx`` file (with an optional
+``<file>.card.json`` beside it, see `foreign.py`; PyTorch models arrive as ONNX
+through ``converters/torch_onnx.py``), or a directory written by a converter
+(Orbax ``params/`` + ``model_card.json``).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import pathlib
 import jax
 import numpy as np
 
-from cms_jax.models import blackbox, keras_h5, outputs, ssrnet, vgg
+from cms_jax.models import foreign, keras_h5, outputs, ssrnet, vgg
 from cms_jax.models.base import FaceModel
 from cms_jax.models.card import CARD_FILE, ModelCard
 
@@ -101,12 +104,19 @@ def load_checkpoint(directory: str) -> FaceModel:
                               crop_policy=card.crop_policy, crop_margin=card.crop_margin)
 
 
-def load(name_or_path: str | os.PathLike) -> FaceModel:
+FSANET_CARD = {"class_names": ("yaw", "pitch", "roll"), "colour": "BGR", "output": "regression",
+               "normalisation": {"scale": 1.0, "mean": [127.5] * 3, "std": [128.0] * 3},
+               "crop_policy": "loose", "crop_margin": 0.6}
+"""FSA-Net's demo: BGR, (x - 127.5) / 128, the face box enlarged by 0.6 of its side."""
+
+
+def load(name_or_path: str | os.PathLike, *, onnx_backend: str = "jax") -> FaceModel:
     """Load a built-in model by name, or a model file / converted directory by path.
 
     Args:
       name_or_path: one of `BUILTIN`, a ``.h5``/``.hdf5`` Keras full model, an ``.onnx`` file
-        (FSA-Net files get the head-pose preprocessing), or a converter output directory.
+        (FSA-Net files get the head-pose card), or a converter output directory.
+      onnx_backend: 'jax' (ONNX graphs converted to JAX: on the device) or 'onnxruntime' (host).
 
     Returns:
       The `FaceModel`.
@@ -121,11 +131,12 @@ def load(name_or_path: str | os.PathLike) -> FaceModel:
     if s == "expression":
         return load_keras(_resolve("fer2013_mini_xception"))
     if s in ("headpose", "headpose_bins"):
-        m = blackbox.fsanet([_resolve("fsanet_1x1"), _resolve("fsanet_var")])
+        m = foreign.load_onnx([_resolve("fsanet_1x1"), _resolve("fsanet_var")], backend=onnx_backend,
+                              name="headpose", **FSANET_CARD)
         return outputs.pose_bins(m) if s == "headpose_bins" else m
     if s in ("headpose_1x1", "headpose_var"):
-        import dataclasses
-        return dataclasses.replace(blackbox.fsanet([_resolve(f"fsanet_{s.split('_')[1]}")]), name=s)
+        return foreign.load_onnx([_resolve(f"fsanet_{s.split('_')[1]}")], backend=onnx_backend, name=s,
+                                 **FSANET_CARD)
     if s in ("age", "age_bins"):
         m = ssrnet.load_ssrnet(_resolve("ssr_age_imdb"))
         return outputs.age_bins(m) if s == "age_bins" else m
@@ -141,8 +152,7 @@ def load(name_or_path: str | os.PathLike) -> FaceModel:
         if low.endswith((".h5", ".hdf5")):
             return load_keras(s)
         if low.endswith(".onnx"):
-            if os.path.basename(low).startswith("fsanet"):
-                return blackbox.fsanet([s])
-            return blackbox.onnx_model(s)
+            card = FSANET_CARD if os.path.basename(low).startswith("fsanet") else {}
+            return foreign.load_onnx([s], backend=onnx_backend, **card)
         raise ValueError(f"load({s!r}): unsupported file type (expected .h5/.hdf5, .onnx or a converted directory)")
     raise ValueError(f"load({s!r}): not a built-in model name ({', '.join(BUILTIN)}) and no such file or directory")

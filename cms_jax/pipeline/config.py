@@ -39,6 +39,8 @@ class RunConfig:
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
         'auto' (the main job's default): incremental where the model allows, else dense.
+      onnx_backend: 'jax' (ONNX graphs converted to JAX, on the device) or 'onnxruntime' (host
+        black box); the same numbers within float rounding.
       dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
         changes the numbers, so it is part of the fingerprint.
     """
@@ -60,9 +62,10 @@ class RunConfig:
     groups: str = ""
     incremental: bool | str = False
     dtype: str = "float32"
+    onnx_backend: str = "jax"
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
-    _NOT_IN_FINGERPRINT = ("batch_size", "incremental")
+    _NOT_IN_FINGERPRINT = ("batch_size", "incremental", "onnx_backend")
 
     def validate(self) -> None:
         if self.score not in ("prob", "logit"):
@@ -75,6 +78,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.onnx_backend not in ("jax", "onnxruntime"):
+            raise ValueError(f"onnx_backend must be 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
         if self.incremental not in (True, False, "auto"):
             raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
         from cms_jax.pipeline.labels import RULES

@@ -50,6 +50,8 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "model": cfg.model,
         "model_name": scorer.model.name,
         "model_input": list(scorer.model.input_size),
+        "model_output": scorer.model.output,
+        **({"model_card": scorer.model.card_note} if getattr(scorer.model, "card_note", "") else {}),
         "crop_policy": scorer.model.crop_policy,
         "patch_size": int(scorer.patch),
         "canonical_patch_size": float(scorer.f),

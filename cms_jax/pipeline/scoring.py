@@ -64,7 +64,7 @@ class Scorer:
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
         self.cfg = cfg
-        self.model = model or models.load(cfg.model)
+        self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.patch = cfg.patch_size or default_patch_size(self.model.input_size[0])
         self.f = canonical_patch_size(cfg.patch_size, self.model, self.canon)
