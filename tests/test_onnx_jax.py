@@ -126,11 +126,9 @@ def _randomize(model, seed):
 
 
 def _export(model, size, tmp_path, name):
-    path = str(tmp_path / f"{name}.onnx")
-    with torch.no_grad():
-        torch.onnx.export(model, torch.zeros(1, 3, size, size), path, opset_version=17, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    return path
+    """Through the project's PyTorch converter (torch.onnx.export at opset 17, card beside the file)."""
+    from converters import torch_onnx
+    return torch_onnx.export(model, str(tmp_path / f"{name}.onnx"), input_size=size, opset=17)
 
 
 def _against_torch(model, size, tmp_path, name):
