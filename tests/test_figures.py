@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from cms_jax import models
 from cms_jax.figures import common, stats
 from cms_jax.figures.sanity import default_levels, layer_order, randomise
 from cms_jax.pipeline import RunConfig
@@ -106,6 +107,29 @@ def test_randomise_redraws_only_the_named_layers_with_their_statistics():
     with pytest.raises(ValueError, match="no layers"):
         randomise(params, ["fc9"])
     assert default_levels(15) == [1, 2, 3, 4, 8, 15] and default_levels(1) == [1]
+
+
+def test_layer_order_follows_the_forward_pass_not_the_key_order():
+    """Fig. 7's cascade starts at the output even after an Orbax round trip sorts the keys."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    params = {"a_head": {"kernel": rng.normal(size=(8, 3)).astype(np.float32)},      # used last
+              "m_mid": {"kernel": rng.normal(size=(3, 3, 4, 8)).astype(np.float32)},
+              "z_stem": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype(np.float32)}}  # used first
+
+    def apply_fn(p, x):
+        import jax
+        conv = lambda y, k: jax.lax.conv_general_dilated(y, k, (1, 1), "SAME",  # noqa: E731
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jnp.tanh(conv(jnp.tanh(conv(x, p["z_stem"]["kernel"])), p["m_mid"]["kernel"]))
+        return y.mean(axis=(1, 2)) @ p["a_head"]["kernel"]
+
+    assert layer_order(params) == ["a_head", "m_mid", "z_stem"]  # the dict's (alphabetical) order
+    assert layer_order(params, apply_fn, (8, 8, 3)) == ["z_stem", "m_mid", "a_head"]
+    gender = models.load("gender")  # the file's layer order is the forward order
+    assert (layer_order(dict(sorted(gender.params.items())), gender.apply_fn, (64, 64, 1))
+            == layer_order(gender.params))
 
 
 def test_fig01_smoke_and_models_side_by_side(tmp_path, run_dir):

@@ -28,11 +28,13 @@ from cms_jax.pipeline.inputs import expand_images
 from cms_jax.pipeline.scoring import Scorer
 
 
-def layer_order(params: dict) -> list[str]:
+def layer_order(params: dict, apply_fn=None, image_shape=None) -> list[str]:
     """Top-level layer names holding a kernel, from input to output.
 
-    The models keep their parameter dicts in topological order (Keras
-    mini-XCEPTION: the file's layer order; VGG: conv1_1 ... fc8).
+    With ``apply_fn`` and ``image_shape`` (H, W, C) the order is the order in
+    which the forward pass first uses each layer's weights (the model traced
+    into a flat program), so it holds whatever order the dict's keys are in: an
+    Orbax round trip sorts them alphabetically. Without, the dict's own order.
     """
     def has_kernel(tree):
         return isinstance(tree, dict) and any(k == "kernel" or has_kernel(v) for k, v in tree.items())
@@ -40,7 +42,27 @@ def layer_order(params: dict) -> list[str]:
     names = [k for k, v in params.items() if has_kernel(v)]
     if not names:
         raise ValueError(f"no layer with a kernel among the parameters {sorted(params)[:10]}")
-    return names
+    if apply_fn is None:
+        return names
+    import jax
+
+    from cms_jax.incremental.program import trace
+    prog = trace(apply_fn, params, tuple(image_shape))
+    first: dict[int, int] = {}
+    for i, eqn in enumerate(prog.eqns):
+        for v in eqn.ins:
+            if isinstance(v, int):
+                first.setdefault(v, i)
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    use: dict[str, int] = {}
+    for path, vid in zip(paths, prog.param_ids):
+        top = str(getattr(path[0], "key", path[0]))
+        if top in names and vid in first:
+            use[top] = min(use.get(top, first[vid]), first[vid])
+    unused = [n for n in names if n not in use]
+    if unused:
+        raise ValueError(f"layers {unused} hold weights the forward pass never uses")
+    return sorted(names, key=use.__getitem__)
 
 
 def randomise(params: dict, layers: list[str], seed: int = 0) -> dict:
@@ -86,7 +108,7 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     model = models.load(cfg.model)
     if not model.jittable or not isinstance(model.params, dict) or not model.params:
         raise ValueError(f"fig07: {cfg.model} has no parameter dict to randomise (black-box model)")
-    order = layer_order(model.params)
+    order = layer_order(model.params, model.apply_fn, (*model.input_size, model.channels))
     levels = levels or default_levels(len(order))
     bad = [k for k in levels if not 1 <= k <= len(order)]
     if bad:
