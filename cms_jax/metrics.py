@@ -49,6 +49,11 @@ def normalize_heatmaps(heatmaps: Mapping[str, np.ndarray], s_frac: float | None 
                        ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Eq. 8: min-max normalise every method's maps, then give them the same sum s per image.
 
+    Negative values are clipped at 0 first, as the official code's ``SumNormalize`` does: a
+    negative occlusion drop is evidence against the class, not weak saliency. Without the clip,
+    min-max would lift a CMS's zero background (outside every vertex square) above its negative
+    values, and the sum normalisation would then spend most of the map's budget on the context.
+
     Args:
       heatmaps: method name -> (N, H, W) raw heatmaps of the same N images.
       s_frac: None for s = mean over methods of the min-max-normalised sums (default);
@@ -64,7 +69,7 @@ def normalize_heatmaps(heatmaps: Mapping[str, np.ndarray], s_frac: float | None 
     if len(set(shapes.values())) != 1:
         raise ValueError(f"all methods' heatmaps must have the same (N, H, W) shape, got {shapes}")
     for name, h in heatmaps.items():
-        normed[name], degenerate[name] = minmax_normalize(h)
+        normed[name], degenerate[name] = minmax_normalize(np.maximum(np.asarray(h, np.float64), 0.0))
     sums = {name: m.sum(axis=(1, 2)) for name, m in normed.items()}
     if s_frac is None:
         s = np.mean(np.stack(list(sums.values())), axis=0)

@@ -37,9 +37,9 @@ def test_minmax_normalize_and_degenerate_maps():
 
 def test_normalized_maps_share_sum_s():
     rng = np.random.default_rng(1)
-    maps = {"a": rng.random((N, H, W)) * 5, "b": rng.random((N, H, W)) ** 4 - 2}
+    maps = {"a": rng.random((N, H, W)) * 5, "b": rng.random((N, H, W)) ** 4 - 0.2}
     scaled, s, _ = metrics.normalize_heatmaps(maps)
-    normed_sums = [metrics.minmax_normalize(m)[0].sum(axis=(1, 2)) for m in maps.values()]
+    normed_sums = [metrics.minmax_normalize(np.maximum(m, 0))[0].sum(axis=(1, 2)) for m in maps.values()]
     np.testing.assert_allclose(s, np.mean(normed_sums, axis=0))
     for m in scaled.values():
         np.testing.assert_allclose(m.sum(axis=(1, 2)), s)
@@ -48,6 +48,20 @@ def test_normalized_maps_share_sum_s():
     np.testing.assert_allclose(scaled["b"].sum(axis=(1, 2)), 0.25 * H * W)
     with pytest.raises(ValueError, match="same"):
         metrics.normalize_heatmaps({"a": maps["a"], "c": maps["a"][:, :4]})
+
+
+def test_negative_saliency_is_clipped_before_min_max():
+    """A CMS with a zero background and negative drops: neither may receive saliency (Figs. 9/10)."""
+    cms = np.zeros((1, H, W))
+    cms[0, 2:4, 2:4] = 0.3   # salient
+    cms[0, 5:7, 5:7] = -0.6  # occluding here raised the confidence
+    scaled, _, degenerate = metrics.normalize_heatmaps({"cms": cms}, s_frac=0.1)
+    m = scaled["cms"][0]
+    assert not degenerate["cms"][0]
+    assert m[2:4, 2:4].min() > 0 and m.sum() == pytest.approx(0.1 * H * W)
+    background = np.ones((H, W), bool)
+    background[2:4, 2:4] = False
+    assert np.all(m[background] == 0.0)  # min-max without the clip gives the background 0.6/0.9
 
 
 def test_explanation_images_clip_and_count():
