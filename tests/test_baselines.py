@@ -248,3 +248,24 @@ def test_fig9_table_on_tiny_model():
     assert compare.method_grid(crops, maps, rows=2).dtype == np.uint8
     with pytest.raises(ValueError, match="cms_maps"):
         compare.fig9_table(model, crops, cms[:2])
+
+
+def test_cam_baselines_explain_the_logits_of_a_softmax_model(shared_dir):
+    """GradCAM on the gender model's logits (the layer before `predictions`), not its softmax."""
+    import jax
+    import numpy as np
+
+    from cms_jax import baselines, models
+    from cms_jax.baselines.cams import gradcam
+
+    m = models.load("gender")
+    x = m.preprocess(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8))
+    a = m.features_fn(m.params, x)
+    np.testing.assert_allclose(jax.nn.softmax(m.head_logits_fn(m.params, a), -1), m.head_fn(m.params, a),
+                               atol=1e-6)  # logits -> softmax is the model's output
+    got = np.asarray(baselines.explain(m, x, "gradcam"))
+    want = np.asarray(gradcam(m.features_fn, m.head_logits_fn, m.params, x, None))
+    on_probs = np.asarray(gradcam(m.features_fn, m.head_fn, m.params, x, None))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(got - on_probs).max() > 1e-3 * np.abs(got).max()  # the softmax changed the map
+    assert models.outputs.age_bins(models.load("age")).head_logits_fn is None  # wrappers keep none

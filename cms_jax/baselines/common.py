@@ -65,17 +65,19 @@ def resize_align_corners(maps: jax.Array, hw: tuple[int, int]) -> jax.Array:
     return jnp.einsum("Yh,...hw,Xw->...YX", my, maps, mx)
 
 
-def unpack_model(model: Any) -> tuple[Callable, Callable, Any]:
+def unpack_model(model: Any, logits: bool = True) -> tuple[Callable, Callable, Any]:
     """(features_fn, head_fn, params) of a FaceModel, with a clear error when it has no split.
 
     Args:
       model: a cms_jax.models.FaceModel (anything with features_fn, head_fn, params).
+      logits: use the head without its final softmax (``head_logits_fn``) where the model has
+        one: on a softmax output GradCAM's gradients saturate and ScoreCAM's weights flatten.
 
     Returns:
       The features function, the head function and the parameters.
     """
     features_fn = getattr(model, "features_fn", None)
-    head_fn = getattr(model, "head_fn", None)
+    head_fn = (logits and getattr(model, "head_logits_fn", None)) or getattr(model, "head_fn", None)
     if features_fn is None or head_fn is None:
         raise ValueError(
             f"model {getattr(model, 'name', model)!r} has no features_fn/head_fn split, so CAM "

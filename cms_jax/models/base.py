@@ -33,6 +33,8 @@ class FaceModel:
       outputs_are_probs: True when `apply_fn` already ends in a softmax.
       features_fn: ``features_fn(params, x) -> (B,h,w,C)``, the default CAM layer.
       head_fn: ``head_fn(params, A) -> (B,K)`` with ``head_fn(features_fn(x)) == apply_fn(x)``.
+      head_logits_fn: the same head without its final softmax (the logits), where the model has
+        one; the CAM baselines explain logits, as GradCAM/ScoreCAM are defined.
       jittable: False only for models that cannot be traced at all.
       card_note: for foreign models, where the preprocessing came from (card file or defaults).
     """
@@ -50,6 +52,7 @@ class FaceModel:
     outputs_are_probs: bool = False
     features_fn: Callable | None = None
     head_fn: Callable | None = None
+    head_logits_fn: Callable | None = None
     jittable: bool = True
     card_note: str = ""
 

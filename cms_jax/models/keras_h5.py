@@ -121,9 +121,15 @@ def keras_face_model(card: ModelCard, params: dict) -> FaceModel:
     def head_fn(p, a):
         return nnx.merge(graphdef, p).run({feat: a}, [out])[out]
 
+    logits = graph.logits_name
+
+    def head_logits_fn(p, a):
+        return nnx.merge(graphdef, p).run({feat: a}, [logits])[logits]
+
     n = card.normalisation
     return FaceModel(
         name=card.name, apply_fn=apply_fn, params=params, input_size=tuple(card.input_size),
         channels=card.channels, class_names=tuple(card.class_names), crop_policy=card.crop_policy,
         crop_margin=card.crop_margin, preprocess=make_preprocess(card.colour, n["scale"], n["mean"], n["std"]),
-        output=card.output, outputs_are_probs=card.outputs_are_probs, features_fn=features_fn, head_fn=head_fn)
+        output=card.output, outputs_are_probs=card.outputs_are_probs, features_fn=features_fn, head_fn=head_fn,
+        head_logits_fn=head_logits_fn if logits else None)

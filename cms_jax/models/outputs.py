@@ -57,7 +57,7 @@ def _wrap(model: FaceModel, transform, params, class_names, *, suffix, output="c
         HOST_FLOPS[apply_fn] = HOST_FLOPS[inner_apply]
     return dataclasses.replace(model, name=f"{model.name}_{suffix}", apply_fn=apply_fn, params=params,
                                class_names=tuple(class_names), output=output, outputs_are_probs=probs,
-                               features_fn=features_fn, head_fn=head_fn)
+                               features_fn=features_fn, head_fn=head_fn, head_logits_fn=None)
 
 
 def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = (-15.0, 15.0),

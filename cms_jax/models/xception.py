@@ -106,6 +106,14 @@ class KerasGraph(nnx.Module):
         self.input_name = cfg["input_layers"][0][0]
         self.output_name = cfg["output_layers"][0][0]
 
+    @property
+    def logits_name(self) -> str | None:
+        """The layer feeding a final softmax Activation (the logits), or None when there is none."""
+        for kind, name, inputs, small in self.spec:
+            if name == self.output_name and kind == "Activation" and json.loads(small).get("activation") == "softmax":
+                return inputs[0]
+        return None
+
     def _layer(self, kind, name, c, xs):
         if kind in ("Conv2D", "SeparableConv2D", "Dense"):
             return _act(c.get("activation", "linear"))(getattr(self, name)(xs[0]))
