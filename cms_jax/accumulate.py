@@ -7,6 +7,13 @@ and two states over the same canonical canvas merge by adding sums and counts,
 across processes or resumed runs.  The paper's Eq. 6 is a mean
 (default); the official code sums CIS maps (``reduce='sum'``).
 
+Eq. 6's mean divides by every image, also at pixels an image's CIS does not
+reach (its vertices there were invisible or outside the crop: its map is 0
+there). Where coverage varies (profile faces, crops that cut the chin) this
+quietly lowers the CMS. ``reduce='covered'`` divides each pixel's sum by the
+number of images whose CIS reaches it instead; the state always counts them
+(``covered``), so either reading is available.
+
 Per-image drop vectors are the canonical record of a CIS; keeping them is the
 caller's job, and :func:`cms_from_drops` forms the CMS of any subset from them
 without rescoring.
@@ -23,20 +30,23 @@ import numpy as np
 from cms_jax.occlusion import square_bounds
 from cms_jax.projection import normalise, splat_rows
 
-REDUCES = ("mean", "sum")
+REDUCES = ("mean", "sum", "covered")
 
 
 @functools.partial(jax.jit, static_argnames=("canvas_hw",))
 def _sum_of_cis(values, ok, bounds, member, canvas_hw):
     """Sums over a batch of images of their CIS maps P_i (Eqs. 4-5): all of them, and per group.
 
-    ``member`` (B, G) is 1 where image b belongs to group g; returns ((H, W), (G, H, W)).
+    ``member`` (B, G) is 1 where image b belongs to group g; returns the sums of the maps
+    ((H, W), (G, H, W)) and the numbers of images covering each pixel (same shapes).
     """
     b = values.shape[0]
     rows = splat_rows(jnp.concatenate([jnp.where(ok, values, 0.0), ok.astype(jnp.float32)]),
                       bounds, canvas_hw)
     maps = normalise(rows[:b], rows[b:])
-    return maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member)
+    reach = (rows[b:] > 0).astype(jnp.float32)  # pixels each image's CIS covers (N_i > 0, Eq. 5)
+    return (maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member), reach.sum(axis=0),
+            jnp.einsum("bhw,bg->ghw", reach, member))
 
 
 class CMSAccumulator:
@@ -64,7 +74,8 @@ class CMSAccumulator:
 
         Args:
             canvas_hw: (H_F, W_F) of the canonical canvas.
-            reduce: 'mean' (Eq. 6) or 'sum' (the official code).
+            reduce: 'mean' (Eq. 6), 'sum' (the official code) or 'covered'
+                (each pixel's sum over the images whose CIS reaches it).
             batch: CIS maps computed together on the device (a fixed shape,
                 so repeated calls never retrace).
             groups: names of the groups whose sums are kept too (empty: none).
@@ -80,10 +91,12 @@ class CMSAccumulator:
 
     def empty_state(self) -> dict[str, np.ndarray]:
         """A state with no image: zero sum map, count 0 (and zero group sums and counts)."""
-        out = {"sum": np.zeros(self.canvas_hw, np.float64), "count": np.asarray(0, np.int64)}
+        out = {"sum": np.zeros(self.canvas_hw, np.float64), "count": np.asarray(0, np.int64),
+               "covered": np.zeros(self.canvas_hw, np.float64)}
         if self.groups:
             out["group_sum"] = np.zeros((len(self.groups),) + self.canvas_hw, np.float64)
             out["group_count"] = np.zeros(len(self.groups), np.int64)
+            out["group_covered"] = np.zeros((len(self.groups),) + self.canvas_hw, np.float64)
         return out
 
     def _check(self, state: dict[str, Any], name: str) -> None:
@@ -129,18 +142,24 @@ class CMSAccumulator:
                     member[b, index[g]] = 1.0
         bounds = jnp.asarray(square_bounds(canon_xy, f, self.canvas_hw))
         total = np.asarray(state["sum"], np.float64).copy()
+        covered = np.asarray(state.get("covered", np.zeros(self.canvas_hw)), np.float64).copy()
         by_group = np.zeros(member.shape[1:] + self.canvas_hw, np.float64)
+        cov_group = np.zeros_like(by_group)
         for s in range(0, len(drops), self.batch):
             d, o, m = drops[s:s + self.batch], ok[s:s + self.batch], member[s:s + self.batch]
             pad = self.batch - len(d)  # padded images have no valid vertex, so P_i = 0
             d, o, m = (np.pad(a, ((0, pad), (0, 0))) for a in (d, o, m))
-            all_, per = _sum_of_cis(d, o, bounds, m, self.canvas_hw)
+            all_, per, cov, cov_per = _sum_of_cis(d, o, bounds, m, self.canvas_hw)
             total += np.asarray(all_, np.float64)
             by_group += np.asarray(per, np.float64)
+            covered += np.asarray(cov, np.float64)
+            cov_group += np.asarray(cov_per, np.float64)
         out = dict(state)
         out["sum"] = total
         out["count"] = np.asarray(int(state["count"]) + len(drops), np.int64)
+        out["covered"] = covered
         if self.groups:
+            out["group_covered"] = np.asarray(state["group_covered"], np.float64) + cov_group
             out["group_sum"] = np.asarray(state["group_sum"], np.float64) + by_group
             out["group_count"] = np.asarray(state["group_count"], np.int64) + member.sum(0).astype(np.int64)
         return out
@@ -152,7 +171,8 @@ class CMSAccumulator:
         out = dict(a)
         out["sum"] = np.asarray(a["sum"], np.float64) + np.asarray(b["sum"], np.float64)
         out["count"] = np.asarray(int(a["count"]) + int(b["count"]), np.int64)
-        for k in ("group_sum", "group_count"):
+        out["covered"] = np.asarray(a.get("covered", 0.0), np.float64) + np.asarray(b.get("covered", 0.0), np.float64)
+        for k in ("group_sum", "group_count", "group_covered"):
             if self.groups:
                 out[k] = np.asarray(a[k]) + np.asarray(b[k])
         return out
@@ -163,17 +183,22 @@ class CMSAccumulator:
         for i, g in enumerate(self.groups):
             n = int(state["group_count"][i])
             if n >= min_size:
-                total = np.asarray(state["group_sum"][i], np.float64)
-                out[g] = (total if self.reduce == "sum" else total / n).astype(np.float32)
+                out[g] = self._reduce(np.asarray(state["group_sum"][i], np.float64), n,
+                                      np.asarray(state["group_covered"][i], np.float64))
         return out
 
     def result(self, state: dict[str, Any]) -> np.ndarray:
         """The CMS: mean (Eq. 6) or sum of the CIS maps in ``state``, (H_F, W_F) float32."""
         self._check(state, "result")
-        total = np.asarray(state["sum"], np.float64)
+        return self._reduce(np.asarray(state["sum"], np.float64), int(state["count"]),
+                            np.asarray(state.get("covered", np.zeros(self.canvas_hw)), np.float64))
+
+    def _reduce(self, total: np.ndarray, count: int, covered: np.ndarray) -> np.ndarray:
         if self.reduce == "sum":
             return total.astype(np.float32)
-        return (total / max(int(state["count"]), 1)).astype(np.float32)
+        if self.reduce == "covered":
+            return np.where(covered > 0, total / np.maximum(covered, 1.0), 0.0).astype(np.float32)
+        return (total / max(count, 1)).astype(np.float32)
 
 
 def cms_from_drops(drops: np.ndarray, valid: np.ndarray | None, canon_xy: np.ndarray,
@@ -186,7 +211,7 @@ def cms_from_drops(drops: np.ndarray, valid: np.ndarray | None, canon_xy: np.nda
         canon_xy: (V, 2) canonical vertex positions.
         canvas_hw: (H_F, W_F).
         f: canonical square side.
-        reduce: 'mean' (Eq. 6) or 'sum'.
+        reduce: 'mean' (Eq. 6), 'sum' or 'covered'.
 
     Returns:
         (H_F, W_F) float32 CMS.

@@ -31,7 +31,8 @@ _FILL = flags.DEFINE_float("fill", 0.0, "Value of occluded pixels in the normali
 _SUBDIV = flags.DEFINE_integer("subdivision", 0, "Mesh subdivision level (0: 468 vertices, 1: ~1.8k).")
 _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-facing triangles.")
 _CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side in pixels.")
-_REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum"], "CMS = mean (Eq. 6) or sum of CIS maps.")
+_REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum", "covered"], "CMS = mean (Eq. 6) or sum of "
+                            "CIS maps, or 'covered': each pixel's mean over the images whose CIS reaches it.")
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
 _LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names "
                             "(checked against the model's class names; unlabelled files are skipped).")

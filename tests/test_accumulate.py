@@ -42,6 +42,26 @@ def test_sum_reduce_is_the_official_code():
         CMSAccumulator(HW, reduce="median")
 
 
+def test_covered_mean_divides_by_the_images_that_reach_each_pixel():
+    """reduce='covered': where half the images see a region, Eq. 6's mean halves it; this does not."""
+    xy, drops, valid = _data(n=6)
+    valid[:3, xy[:, 0] > HW[1] / 2] = False  # three images never see the right half of the face
+    maps = np.stack([canonical_map(d, xy, HW, F, valid=m) for d, m in zip(drops, valid)])
+    reach = np.stack([canonical_map(np.ones(len(xy), np.float32), xy, HW, F, valid=m) for m in valid]) > 0
+    want = np.where(reach.sum(0) > 0, maps.sum(0) / np.maximum(reach.sum(0), 1), 0.0)
+    acc = CMSAccumulator(HW, reduce="covered", batch=4, groups=("a", "b"))
+    state = acc.add_drops(acc.empty_state(), drops, valid, xy, F, group_of=["a", "b"] * 3)
+    np.testing.assert_allclose(acc.result(state), want, atol=1e-5)
+    np.testing.assert_array_equal(state["covered"], reach.sum(0))
+    right = (reach[3:].any(0)) & ~reach[:3].any(0)
+    assert right.any()
+    mean = CMSAccumulator(HW).result(state)  # Eq. 6 over the same state
+    np.testing.assert_allclose(mean[right] * 6 / reach.sum(0)[right], acc.result(state)[right], atol=1e-5)
+    ga = acc.group_results(state)["a"]  # images 0, 2, 4
+    ra = reach[[0, 2, 4]].sum(0)
+    np.testing.assert_allclose(ga, np.where(ra > 0, maps[[0, 2, 4]].sum(0) / np.maximum(ra, 1), 0), atol=1e-5)
+
+
 def test_merge_equals_one_pass_and_keeps_extra_keys():
     xy, drops, valid = _data(n=9)
     acc = CMSAccumulator(HW)

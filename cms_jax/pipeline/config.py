@@ -26,7 +26,8 @@ class RunConfig:
       subdivision: triangle subdivision level of the MediaPipe mesh (0 = 468 vertices).
       visibility: leave out vertices on triangles facing away from the camera.
       canvas: side of the square canonical canvas in pixels.
-      reduce: 'mean' (Eq. 6) or 'sum' (the official code).
+      reduce: 'mean' (Eq. 6), 'sum' (the official code) or 'covered' (each pixel's mean over the
+        images whose CIS reaches it; see `cms_jax.accumulate`).
       batch_size: work items (image, vertex) per device batch, over all devices.
       label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name
         (checked against the model's class names; see `labels`).
@@ -70,8 +71,8 @@ class RunConfig:
     def validate(self) -> None:
         if self.score not in ("prob", "logit"):
             raise ValueError(f"score must be 'prob' or 'logit', got {self.score!r}")
-        if self.reduce not in ("mean", "sum"):
-            raise ValueError(f"reduce must be 'mean' or 'sum', got {self.reduce!r}")
+        if self.reduce not in ("mean", "sum", "covered"):
+            raise ValueError(f"reduce must be 'mean', 'sum' or 'covered', got {self.reduce!r}")
         if self.patch_size < 0 or self.canvas < 16 or self.subdivision < 0 or self.max_images < 0:
             raise ValueError(f"bad sizes in {self}")
         if self.batch_size < 1:
