@@ -7,7 +7,20 @@ Writes fig05.png (Pearson and Spearman correlation with the whole-set CMS agains
 the CMS of n images from disjoint halves of the set, mean ± sd over random orders), fig05_maps.png (the CMS at each n) and fig05.json. Subsets are formed from
 the run's drops.npz without rescoring; --cms_dir reuses a finished run of experiments/cms.py,
 otherwise the run goes to OUT_DIR/cms. --smoke runs in seconds on the tiny model.
+
+At scale (`cms_jax.figures.reliability`): --reliability adds the split-half curve up to 10,000
+images per half for all faces and for each group of --by (utkface:gender+race: every gender x
+race cell), and the n at which split-half Pearson / Spearman first reaches 0.9 and 0.95:
+
+  CMS_JAX_ASSETS=../shared python -m experiments.cms --model=gender \
+      --images=../shared/faces/utkface_22k --out_dir=out/utk22k_gender
+  CMS_JAX_ASSETS=../shared python -m experiments.fig05_num_images --cms_dir=out/utk22k_gender \
+      --reliability --by=utkface:gender+race --orders=5 --out_dir=out/fig05_22k
+
+writes fig05_reliability.json / .md / .png.
 """
+import json
+
 import os
 
 from absl import app, flags, logging
@@ -25,6 +38,62 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random orders.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/fig05", "Output folder.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 3 CelebA samples, n = 1, 2.")
+_RELIABILITY = flags.DEFINE_bool("reliability", False, "Split-half reliability against n, per group too.")
+_BY = flags.DEFINE_string("by", "", "Groups for --reliability: utkface:FIELD[+FIELD] (gender, race, "
+                          "age_decade), e.g. utkface:gender+race.")
+
+
+def _groups(files, spec: str) -> dict:
+    """{'all': every row} plus one entry per (combined) group of ``spec``."""
+    import numpy as np
+
+    from cms_jax import groups as grp
+
+    out = {"all": np.arange(len(files))}
+    if not spec:
+        return out
+    kind, _, fields = spec.partition(":")
+    if kind != "utkface":
+        raise ValueError(f"--by={spec!r}: expected utkface:FIELD[+FIELD]")
+    cols = [grp.utkface_groups(files, f) for f in fields.split("+")]
+    names = ["/".join(c) if all(c) else None for c in zip(*cols)]
+    for g in sorted({n for n in names if n}):
+        out[g] = np.asarray([i for i, n in enumerate(names) if n == g])
+    return out
+
+
+def _reliability(run, out_dir: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from cms_jax.figures import reliability
+
+    ns = (1, 2) if _SMOKE.value else reliability.SPLIT_NS
+    res = reliability.table(run, _groups(run.files, _BY.value), ns=ns, orders=_ORDERS.value, seed=_SEED.value,
+                            min_images=2 if _SMOKE.value else 40)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "fig05_reliability.json"), "w") as f:
+        json.dump({"cms_dir": run.out_dir, "model": run.summary["model"], "orders": _ORDERS.value,
+                   "groups": res}, f, indent=1)
+    md = reliability.markdown(res)
+    with open(os.path.join(out_dir, "fig05_reliability.md"), "w") as f:
+        f.write(md)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, r in res.items():
+        if r.get("ns"):
+            ax.plot(r["ns"], r["pearson_mean"], marker="o", ms=3, lw=2.5 if name == "all" else 1,
+                    label=f"{name} ({r['images']})")
+    ax.axhline(0.9, color="grey", ls=":")
+    ax.axhline(0.95, color="grey", ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("images per half, n")
+    ax.set_ylabel("split-half Pearson of the two CMSs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"Fig. 5 at scale: {run.summary['model']}, {_ORDERS.value} random orders", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "fig05_reliability.png"), dpi=100, facecolor="white")
+    plt.close(fig)
+    print(md)
 
 
 def main(argv):
@@ -37,6 +106,9 @@ def main(argv):
                RunConfig(model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value))
         run = common.run_or_reuse(cfg, os.path.join(_OUT_DIR.value, "cms"),
                                   workers=0 if _SMOKE.value else _WORKERS.value)
+    if _RELIABILITY.value:
+        _reliability(run, _OUT_DIR.value)
+        return
     ns = [1, 2] if _SMOKE.value else [int(n) for n in _NS.value]
     result = num_images.figure(run, _OUT_DIR.value, ns=ns, orders=_ORDERS.value, seed=_SEED.value)
     for row in result["curve"]:

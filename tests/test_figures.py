@@ -179,6 +179,32 @@ def test_fig05_correlation_reaches_one_at_the_whole_set(tmp_path, run_dir):
     read_png(tmp_path / "fig05_maps.png", 1, 3)
 
 
+def test_split_half_threshold_is_interpolated_in_log_n():
+    from cms_jax.figures.reliability import n_reaching
+    ns, values = [10, 100, 1000], [0.5, 0.8, 0.95]
+    assert n_reaching(ns, values, 0.9) == pytest.approx(100 * 10 ** (2 / 3))  # 2/3 of the way in log n
+    assert n_reaching(ns, values, 0.95) == pytest.approx(1000)
+    assert n_reaching(ns, values, 0.4) == 10 and n_reaching(ns, values, 0.99) is None
+
+
+def test_fig05_reliability_per_group(tmp_path, run_dir):
+    """Identical halves give Pearson 1: every image of group 'same' has the same drops."""
+    from cms_jax.figures import common, reliability
+
+    run = common.load_run(str(run_dir))
+    run.drops[:] = run.drops[:1]
+    run.valid[:] = run.valid[:1]
+    res = reliability.table(run, {"same": np.arange(len(run.files)), "tiny": np.arange(1)}, ns=(1,), orders=2,
+                            min_images=2)
+    assert res["same"]["ns"] == [1] and res["same"]["pearson_mean"][0] == pytest.approx(1.0, abs=1e-6)
+    assert res["same"]["n_pearson_0.95"] == 1 and res["tiny"] == {"images": 1, "note": "fewer than 2 images"}
+    assert "| same | 3 | 1 | 1.000 | 1 | 1 |" in reliability.markdown(res)
+    run_script("fig05_num_images", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path}", "--reliability")
+    r = load(tmp_path / "fig05_reliability.json")
+    assert r["groups"]["all"]["ns"] == [1] and -1 <= r["groups"]["all"]["pearson_mean"][0] <= 1
+    assert (tmp_path / "fig05_reliability.md").read_text().startswith("| group | images |")
+
+
 def test_fig06_and_fig14_per_image_maps(tmp_path, run_dir):
     run_script("fig06_maps", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path / 'f6'}")
     r = load(tmp_path / "f6" / "fig06.json")
