@@ -31,7 +31,8 @@ def test_cms_main_job_smoke(tmp_path, shared_dir):
     stages = s["stage_seconds"]
     assert {"prepare_wait", "score", "accumulate", "write", "checkpoint"} <= set(stages)
     assert all(v >= 0 for v in stages.values())
-    assert sum(v for k, v in stages.items() if k != "write") <= s["seconds"]  # final writes come after
+    # The end-of-run gather and the final writes come after the loop that "seconds" times.
+    assert sum(v for k, v in stages.items() if k not in ("write", "gather")) <= s["seconds"]
     assert s["host_seconds"]["decode_align"] > 0  # workers=0: host stages ran in this process
     assert np.isfinite(np.load(tmp_path / "cms.npy")).all()
     assert cv2.imread(str(tmp_path / "cms.png")).std() > 10
@@ -100,7 +101,8 @@ def test_bench_input_smoke(tmp_path, shared_dir):
     _run("bench_input", f"--out_dir={tmp_path}", "--workers=2")
     r = json.load(open(tmp_path / "bench_input.json"))
     assert r["images"] == 24 and r["resume_continues_at_the_exact_image"] is True
-    assert r["warm_images_per_s"] > r["cold_images_per_s"] > 0  # the cache skips MediaPipe
+    assert r["warm_images_per_s"] > r["cold_images_per_s"] > 0  # steady state: the cache skips MediaPipe
+    assert r["startup_s"] > 0
 
 
 def test_bench_onnx_smoke(tmp_path, shared_dir):

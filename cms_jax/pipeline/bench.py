@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 
@@ -40,8 +39,9 @@ def matmul_rate(n: int = 2048) -> float:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, MiB (``VmHWM``; see `progress.peak_rss_mb`)."""
+    from cms_jax.pipeline.progress import peak_rss_mb
+    return peak_rss_mb()
 
 
 def default_images() -> str:

@@ -77,10 +77,25 @@ class Progress:
         self.stream.flush()
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over fork and exec, so a job started by a
+    big parent (a test runner) would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def memory_mb() -> dict[str, float]:
     """Resident memory now: this process (``rss_mb``, and its peak so far) and its worker processes."""
-    import resource
-
     import psutil
 
     me = psutil.Process()
@@ -91,7 +106,7 @@ def memory_mb() -> dict[str, float]:
         except psutil.Error:  # exited meanwhile
             pass
     return {"rss_mb": round(me.memory_info().rss / 2**20, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_rss_mb(),
             "workers_rss_mb": round(kids / 2**20, 1)}
 
 
