@@ -221,40 +221,40 @@ def dataset_manifest() -> dict[str, dict[str, str]]:
         return json.load(f)
 
 
+def _dataset_folder(name: str, relroot: str, how: str, check) -> pathlib.Path:
+    """The first ``<root>/<relroot>`` folder among the asset roots, after ``check(folder)``."""
+    tried = []
+    for root in asset_roots():
+        folder = root / relroot
+        tried.append(str(folder))
+        if folder.is_dir():
+            check(folder)
+            return folder
+    raise AssetError(f"dataset '{name}' ({relroot}) not found. Tried: {', '.join(tried)}. "
+                     f"Provide {how} and set CMS_JAX_ASSETS to the folder above {relroot}.")
+
+
 def resolve_dir(name: str, verify: bool = True) -> pathlib.Path:
-    """Folder of a registered dataset; every listed file present and (by default) hash-checked."""
+    """Folder of a registered dataset; every listed file present and (by default) hash-checked.
+
+    Datasets in `DATASET_DIGESTS` are checked by file count and listing digest instead.
+    """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset '{name}'; registered: {', '.join(sorted(DATASETS))}")
     relroot, _, how = DATASETS[name]
-    if name in DATASET_DIGESTS:
-        return _resolve_digested(name, relroot, how, verify)
-    files = dataset_manifest()[name]
-    tried = []
-    for root in asset_roots():
-        folder = root / relroot
-        tried.append(str(folder))
-        if not folder.is_dir():
-            continue
+
+    def check_listed(folder):
+        files = dataset_manifest()[name]
         missing = [f for f in files if not (folder / f).is_file()]
         if missing:
             raise AssetError(f"dataset '{name}' at {folder} lacks {len(missing)} of {len(files)} "
-                       f"files (first: {missing[0]}); provide {how}")
+                             f"files (first: {missing[0]}); provide {how}")
         if verify:
             for rel, sha in files.items():
                 _check(folder / rel, sha)
-        return folder
-    raise AssetError(f"dataset '{name}' ({relroot}) not found. Tried: {', '.join(tried)}. "
-                   f"Provide {how} and set CMS_JAX_ASSETS to the folder above {relroot}.")
 
-
-def _resolve_digested(name: str, relroot: str, how: str, verify: bool) -> pathlib.Path:
-    count, digest = DATASET_DIGESTS[name]
-    tried = []
-    for root in asset_roots():
-        folder = root / relroot
-        tried.append(str(folder))
-        if not folder.is_dir():
-            continue
+    def check_digested(folder):
+        count, digest = DATASET_DIGESTS[name]
         n = sum(1 for p in folder.rglob("*") if p.is_file())
         if n != count:
             raise AssetError(f"dataset '{name}' at {folder} has {n} files, expected {count}; provide {how}")
@@ -263,6 +263,5 @@ def _resolve_digested(name: str, relroot: str, how: str, verify: bool) -> pathli
             if got != digest:
                 raise AssetHashError(f"dataset '{name}' at {folder}: the SHA-256 of its file listing is {got}, "
                                      f"expected {digest} (a file differs); provide {how}")
-        return folder
-    raise AssetError(f"dataset '{name}' ({relroot}) not found. Tried: {', '.join(tried)}. "
-                     f"Provide {how} and set CMS_JAX_ASSETS to the folder above {relroot}.")
+
+    return _dataset_folder(name, relroot, how, check_digested if name in DATASET_DIGESTS else check_listed)

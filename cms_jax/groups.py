@@ -41,18 +41,28 @@ def utkface_groups(files, field: str) -> list[str | None]:
     return out
 
 
-def csv_groups(files, csv_path: str) -> list[str | None]:
-    """Groups from a CSV of ``file,group`` rows (matched on the file's base name)."""
+def file_table(csv_path: str) -> dict[str, str]:
+    """``{base file name: value}`` from a CSV of ``file,value`` rows (header and ``#`` lines skipped)."""
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
     if rows and rows[0][0].lower() in ("file", "filename", "path"):
         rows = rows[1:]
-    table = {os.path.basename(r[0]): r[1] for r in rows if len(r) >= 2}
+    return {os.path.basename(r[0]): r[1] for r in rows if len(r) >= 2}
+
+
+def csv_groups(files, csv_path: str) -> list[str | None]:
+    """Groups from a CSV of ``file,group`` rows (matched on the file's base name)."""
+    table = file_table(csv_path)
     return [table.get(os.path.basename(str(f))) for f in files]
 
 
 def celeba_attr_groups(files, attr_path: str, attribute: str) -> list[str | None]:
     """Groups ``attribute`` / ``not_attribute`` from CelebA's ``list_attr_celeba.txt`` format."""
+    table = _celeba_table(attr_path, attribute)
+    return [table.get(os.path.basename(str(f))) for f in files]
+
+
+def _celeba_table(attr_path: str, attribute: str) -> dict[str, str]:
     with open(attr_path) as f:
         lines = f.read().splitlines()
     names = lines[1].split()
@@ -64,20 +74,26 @@ def celeba_attr_groups(files, attr_path: str, attribute: str) -> list[str | None
         parts = line.split()
         if len(parts) == len(names) + 1:
             table[parts[0]] = attribute if parts[1 + col] == "1" else f"not_{attribute}"
-    return [table.get(os.path.basename(str(f))) for f in files]
+    return table
+
+
+def grouper(spec: str):
+    """``files -> groups`` for a spec, its table (CSV, CelebA attributes) read once; for streaming runs."""
+    kind, _, rest = spec.partition(":")
+    if kind == "utkface":
+        field = rest or "race"
+        utkface_groups([], field)  # validates the field
+        return lambda files: utkface_groups(files, field)
+    if kind in ("csv", "celeba"):
+        path, _, attr = rest.rpartition(":")
+        table = file_table(rest) if kind == "csv" else _celeba_table(path, attr)
+        return lambda files: [table.get(os.path.basename(str(f))) for f in files]
+    raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
 
 
 def parse_grouping(spec: str, files) -> list[str | None]:
     """Groups from a spec: ``utkface:race|gender|age_decade``, ``csv:PATH``, ``celeba:PATH:ATTRIBUTE``."""
-    kind, _, rest = spec.partition(":")
-    if kind == "utkface":
-        return utkface_groups(files, rest or "race")
-    if kind == "csv":
-        return csv_groups(files, rest)
-    if kind == "celeba":
-        path, _, attr = rest.rpartition(":")
-        return celeba_attr_groups(files, path, attr)
-    raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
+    return grouper(spec)(files)
 
 
 def group_names(spec: str) -> tuple[str, ...]:
@@ -95,11 +111,7 @@ def group_names(spec: str) -> tuple[str, ...]:
     if kind == "csv":
         if not os.path.isfile(rest):
             raise ValueError(f"grouping {spec!r}: no CSV file {rest!r}")
-        with open(rest, newline="") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-        if rows and rows[0][0].lower() in ("file", "filename", "path"):
-            rows = rows[1:]
-        return tuple(sorted({r[1] for r in rows if len(r) >= 2}))
+        return tuple(sorted(set(file_table(rest).values())))
     if kind == "celeba":
         path, _, attr = rest.rpartition(":")
         celeba_attr_groups([], path, attr)  # validates the file and the attribute

@@ -24,6 +24,7 @@ inference. 'onnxruntime' runs it on the host as a black box (`blackbox.py`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Sequence
@@ -117,7 +118,6 @@ def load_onnx(paths: str | Sequence[str], *, backend: str = "jax", **overrides) 
                                 normalisation=card["normalisation"], crop_policy=card["crop_policy"],
                                 crop_margin=card["crop_margin"], output=card["output"],
                                 outputs_are_probs=card["outputs_are_probs"])
-        import dataclasses
         return dataclasses.replace(m, card_note=note + "; backend onnxruntime (host)")
     converted = [_convert(p) for p in paths]
     infos = [c[2] for c in converted]

@@ -12,7 +12,6 @@ identity has no other usable image is skipped with that reason.
 """
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -20,13 +19,11 @@ import numpy as np
 
 def read_identities(path: str) -> dict[str, str]:
     """``{base file name: identity}`` from a CSV of ``file,identity`` rows (header optional)."""
+    from cms_jax.groups import file_table
+
     if not os.path.isfile(path):
         raise ValueError(f"--reference=csv:{path}: no such file")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    if rows and rows[0][0].lower() in ("file", "filename", "path"):
-        rows = rows[1:]
-    table = {os.path.basename(r[0]): r[1] for r in rows if len(r) >= 2}
+    table = file_table(path)
     if not table:
         raise ValueError(f"--reference=csv:{path}: no file,identity rows")
     return table

@@ -82,6 +82,7 @@ class Scorer:
         self.bf16_fidelity: float | None = None
         self._fp32: OcclusionEngine | None = None
         self.group_names = groups.group_names(cfg.groups) if cfg.groups else ()
+        self._group_of = groups.grouper(cfg.groups) if cfg.groups else None  # tables read once
         self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce, groups=self.group_names)
         self.acc_state = self.acc.empty_state()
 
@@ -196,7 +197,7 @@ class Scorer:
 
     def accumulate(self, result: ChunkResult) -> None:
         """Add the chunk's CIS maps (Eqs. 4-5) to the CMS sum (Eq. 6)."""
-        group_of = groups.parse_grouping(self.cfg.groups, result.files) if self.group_names else None
+        group_of = self._group_of(result.files) if self._group_of else None
         self.acc_state = self.acc.add_drops(self.acc_state, result.drops, result.valid,
                                             self.canon.vertices, self.f, group_of=group_of)
 
