@@ -2,7 +2,7 @@
 
 Public entry points (stable names):
   occlusion_drops(score_fn, image, vertices_xy, ...)  -> per-vertex drops, Eqs. 1-3
-  canonical_map(values, canon_xy, canvas_hw, patch_size) -> CIS/CMS map, Eqs. 4-5
+  canonical_map(values, canon_xy, canvas_hw, side) -> CIS/CMS map, Eqs. 4-5 (side: canonical f)
 Subpackages: ``cms_jax.align`` (MediaPipe alignment, canonical face),
 ``cms_jax.models`` (Flax VGG-Face, Keras/ONNX face models, black boxes),
 ``cms_jax.baselines`` and ``cms_jax.metrics`` (Eqs. 7-11), ``cms_jax.pipeline``
@@ -13,7 +13,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {name: "cms_jax._engine_api" for name in (
+_LAZY = {name: "cms_jax.api" for name in (
     "occlusion_drops", "canonical_map", "OcclusionEngine", "EngineResult", "CMSAccumulator",
     "cms_from_drops", "reproject", "sample_at", "splat", "default_patch_size", "data_mesh")}
 

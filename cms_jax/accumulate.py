@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cms_jax.occlusion import square_bounds
-from cms_jax.projection import normalise, splat_rows
+from cms_jax.projection import count_normalise, splat_rows
 
 REDUCES = ("mean", "sum", "covered")
 
@@ -43,7 +43,7 @@ def _sum_of_cis(values, ok, bounds, member, canvas_hw):
     b = values.shape[0]
     rows = splat_rows(jnp.concatenate([jnp.where(ok, values, 0.0), ok.astype(jnp.float32)]),
                       bounds, canvas_hw)
-    maps = normalise(rows[:b], rows[b:])
+    maps = count_normalise(rows[:b], rows[b:])
     reach = (rows[b:] > 0).astype(jnp.float32)  # pixels each image's CIS covers (N_i > 0, Eq. 5)
     return (maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member), reach.sum(axis=0),
             jnp.einsum("bhw,bg->ghw", reach, member))

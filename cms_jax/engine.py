@@ -62,7 +62,7 @@ class OcclusionEngine:
 
     def __init__(self, model: Any, *, score: str = "prob", batch_size: int = 64,
                  images_per_group: int = 16, mesh: jax.sharding.Mesh | None = None,
-                 forward: str = "dense", dtype: str = "float32", patch_size: int | None = None):
+                 forward: str = "dense", dtype: str = "float32", patch_size: int = 0):
         """Builds the engine.
 
         Args:
@@ -83,8 +83,8 @@ class OcclusionEngine:
                 'incremental' (exact incremental inference, `cms_jax.forward`).
             dtype: 'float32' or 'bfloat16' (weights and images cast once;
                 confidences always in float32).
-            patch_size: default square side of :meth:`run` (None: 15 px at 224,
-                scaled). With 'incremental' and a model that has ``input_size``
+            patch_size: default square side of :meth:`run` in input pixels (0: 15 px
+                at 224, scaled). With 'incremental' and a model that has ``input_size``
                 and ``channels``, its plan is built here, so a black box is
                 refused at once.
         """
@@ -115,7 +115,7 @@ class OcclusionEngine:
         return self.forward.trace_count
 
     def run(self, images: np.ndarray, vertices_xy: np.ndarray, *, valid: np.ndarray | None = None,
-            targets: np.ndarray | None = None, patch_size: int | None = None,
+            targets: np.ndarray | None = None, patch_size: int = 0,
             fill: float = 0.0) -> EngineResult:
         """Occlusion drops of every valid vertex of every image.
 
@@ -126,8 +126,8 @@ class OcclusionEngine:
             targets: (N,) class per image; default the predicted class. For an
                 embedding model, (N, D) reference embeddings; default each
                 image's own clean embedding (self-cosine).
-            patch_size: occlusion side in pixels; default the engine's, else
-                scales with H (15 at 224).
+            patch_size: occlusion side in input pixels; 0: the engine's, and if
+                that is 0 too, 15 px at 224 scaled with H.
             fill: value written into the occluded square.
 
         Returns:
@@ -148,7 +148,7 @@ class OcclusionEngine:
         if bad.any():
             raise ValueError(f"vertices_xy has {int(bad.sum())} non-finite valid vertices; mark them "
                              f"invalid with `valid`")
-        sz = occ.check_patch_size(patch_size if patch_size is not None else self.patch_size, h)
+        sz = occ.check_patch_size(patch_size or self.patch_size, h)
         if self.mode == "cosine":
             tgt_in = self.embed(images) if targets is None else np.asarray(targets, np.float32)
             if tgt_in.ndim != 2 or tgt_in.shape[0] != n:
@@ -210,7 +210,7 @@ _ENGINES: dict[tuple, tuple[Any, OcclusionEngine]] = {}
 
 
 def occlusion_drops(score_fn: Any, image: np.ndarray, vertices_xy: np.ndarray, *,
-                    patch_size: int | None = None, target: int | None = None, score: str = "prob",
+                    patch_size: int = 0, target: int | None = None, score: str = "prob",
                     fill: float = 0.0, valid: np.ndarray | None = None,
                     batch_size: int = 64) -> tuple[np.ndarray, int]:
     """Eq. 1 for one image: the drop in confidence when each vertex is occluded.
@@ -219,7 +219,7 @@ def occlusion_drops(score_fn: Any, image: np.ndarray, vertices_xy: np.ndarray, *
         score_fn: a callable (B, H, W, C) -> (B, K) or a FaceModel.
         image: (H, W, C) float32 preprocessed model input.
         vertices_xy: (V, 2) positions (x = column, y = row) in input pixels.
-        patch_size: occlusion side; default 15 px at 224 px, scaled with H.
+        patch_size: occlusion side in input pixels; 0: 15 px at 224 px, scaled with H.
         target: class to score; default the predicted class.
         score: 'prob' (softmax) or 'logit' (raw value, the official code).
         fill: value of the occluded pixels (0 in the normalised input).

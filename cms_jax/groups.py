@@ -8,115 +8,15 @@ is estimated by permuting group labels (two-sided Welch t, max-T family-wise cor
 """
 from __future__ import annotations
 
-import csv
-import os
-
 import numpy as np
 
+from cms_jax import sources
 from cms_jax.projection import canonical_map
-
-UTK_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
-UTK_GENDERS = {0: "male", 1: "female"}
-
-
-def utkface_groups(files, field: str) -> list[str | None]:
-    """Group names from UTKFace file names ``AGE_GENDER_RACE_DATE...``; None where unparsable.
-
-    Args:
-      files: file names or paths.
-      field: 'race', 'gender' or 'age_decade'.
-    """
-    if field not in ("race", "gender", "age_decade"):
-        raise ValueError(f"utkface field must be 'race', 'gender' or 'age_decade', got {field!r}")
-    out = []
-    for f in files:
-        parts = os.path.basename(str(f)).split("_")
-        try:
-            age, gender, race = int(parts[0]), int(parts[1]), int(parts[2])
-        except (IndexError, ValueError):
-            out.append(None)
-            continue
-        out.append({"race": UTK_RACES.get(race), "gender": UTK_GENDERS.get(gender),
-                    "age_decade": f"{age // 10 * 10}s"}[field])
-    return out
-
-
-def file_table(csv_path: str) -> dict[str, str]:
-    """``{base file name: value}`` from a CSV of ``file,value`` rows (header and ``#`` lines skipped)."""
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    if rows and rows[0][0].lower() in ("file", "filename", "path"):
-        rows = rows[1:]
-    return {os.path.basename(r[0]): r[1] for r in rows if len(r) >= 2}
-
-
-def csv_groups(files, csv_path: str) -> list[str | None]:
-    """Groups from a CSV of ``file,group`` rows (matched on the file's base name)."""
-    table = file_table(csv_path)
-    return [table.get(os.path.basename(str(f))) for f in files]
-
-
-def celeba_attr_groups(files, attr_path: str, attribute: str) -> list[str | None]:
-    """Groups ``attribute`` / ``not_attribute`` from CelebA's ``list_attr_celeba.txt`` format."""
-    table = _celeba_table(attr_path, attribute)
-    return [table.get(os.path.basename(str(f))) for f in files]
-
-
-def _celeba_table(attr_path: str, attribute: str) -> dict[str, str]:
-    with open(attr_path) as f:
-        lines = f.read().splitlines()
-    names = lines[1].split()
-    if attribute not in names:
-        raise ValueError(f"{attr_path}: no attribute {attribute!r}; it has {', '.join(names)}")
-    col = names.index(attribute)
-    table = {}
-    for line in lines[2:]:
-        parts = line.split()
-        if len(parts) == len(names) + 1:
-            table[parts[0]] = attribute if parts[1 + col] == "1" else f"not_{attribute}"
-    return table
-
-
-def grouper(spec: str):
-    """``files -> groups`` for a spec, its table (CSV, CelebA attributes) read once; for streaming runs."""
-    kind, _, rest = spec.partition(":")
-    if kind == "utkface":
-        field = rest or "race"
-        utkface_groups([], field)  # validates the field
-        return lambda files: utkface_groups(files, field)
-    if kind in ("csv", "celeba"):
-        path, _, attr = rest.rpartition(":")
-        table = file_table(rest) if kind == "csv" else _celeba_table(path, attr)
-        return lambda files: [table.get(os.path.basename(str(f))) for f in files]
-    raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
 
 
 def parse_grouping(spec: str, files) -> list[str | None]:
-    """Groups from a spec: ``utkface:race|gender|age_decade``, ``csv:PATH``, ``celeba:PATH:ATTRIBUTE``."""
-    return grouper(spec)(files)
-
-
-def group_names(spec: str) -> tuple[str, ...]:
-    """Every group a spec can produce, sorted, known before any image is read.
-
-    Every process of a multi-host run derives the same names, so their group sums line up.
-    """
-    kind, _, rest = spec.partition(":")
-    if kind == "utkface":
-        field = rest or "race"
-        utkface_groups([], field)  # validates the field
-        names = {"race": UTK_RACES.values(), "gender": UTK_GENDERS.values(),
-                 "age_decade": [f"{d * 10}s" for d in range(13)]}[field]
-        return tuple(sorted(names))
-    if kind == "csv":
-        if not os.path.isfile(rest):
-            raise ValueError(f"grouping {spec!r}: no CSV file {rest!r}")
-        return tuple(sorted(set(file_table(rest).values())))
-    if kind == "celeba":
-        path, _, attr = rest.rpartition(":")
-        celeba_attr_groups([], path, attr)  # validates the file and the attribute
-        return tuple(sorted((attr, f"not_{attr}")))
-    raise ValueError(f"grouping {spec!r}: expected utkface:FIELD, csv:PATH or celeba:PATH:ATTRIBUTE")
+    """Each file's group under a ``SOURCE:FIELD`` spec (`cms_jax.sources`); None where it has none."""
+    return sources.read(spec, files)
 
 
 def cis_maps(drops, valid, canon_xy, canvas_hw, f) -> np.ndarray:

@@ -174,9 +174,10 @@ def drops_from_confidences(clean: np.ndarray, occluded: np.ndarray) -> np.ndarra
     return (np.asarray(clean, np.float32) - np.asarray(occluded, np.float32)).astype(np.float32)
 
 
-def check_patch_size(patch_size: int | None, input_h: int) -> int:
-    """Validates an occlusion side (default :func:`default_patch_size`)."""
-    if patch_size is None:
+def check_patch_size(patch_size: int, input_h: int) -> int:
+    """Validates an occlusion side; 0 (the one "default" sentinel of every API, flag and
+    `RunConfig`) is :func:`default_patch_size`."""
+    if patch_size == 0:
         return default_patch_size(input_h)
     if not float(patch_size).is_integer() or patch_size < 1:
         raise ValueError(f"patch_size must be a positive integer number of pixels, got {patch_size}")

@@ -64,8 +64,8 @@ def splat_rows(weights: jax.Array, bounds: jax.Array, canvas_hw: tuple[int, int]
     return acc
 
 
-def normalise(p_star: jax.Array, count: jax.Array) -> jax.Array:
-    """Eq. 5: ``P = P* / N`` where N > 0, and 0 where N = 0."""
+def count_normalise(p_star: jax.Array, count: jax.Array) -> jax.Array:
+    """Eq. 5: ``P = P* / N`` where N > 0, and 0 where N = 0 (density normalisation, not min-max)."""
     return jnp.where(count > 0, p_star / jnp.maximum(count, 1), 0.0)
 
 
@@ -103,25 +103,37 @@ def splat(values: np.ndarray, xy: np.ndarray, canvas_hw: tuple[int, int], size: 
 
 
 def canonical_map(values: np.ndarray, canon_xy: np.ndarray, canvas_hw: tuple[int, int],
-                  patch_size: float, valid: np.ndarray | None = None) -> np.ndarray:
+                  side: float, valid: np.ndarray | None = None) -> np.ndarray:
     """Eqs. 4-5: the count-normalised splat of per-vertex values (a CIS map).
 
     Args:
         values: (V,) per-vertex drops.
         canon_xy: (V, 2) canonical positions in canvas pixels.
         canvas_hw: (H_F, W_F).
-        patch_size: canonical square side ``f = sz * H_F / H_I``.
+        side: the canonical square side f in canvas pixels (not the occlusion side sz in
+            input pixels): `paper_canonical_side`, or the pipeline's
+            `cms_jax.pipeline.scoring.face_canonical_side`.
         valid: optional (V,) bool mask of vertices to use.
 
     Returns:
         (H_F, W_F) float32 map P.
     """
-    p_star, count = splat(values, canon_xy, canvas_hw, patch_size, valid)
-    return np.asarray(normalise(p_star, count), np.float32)
+    p_star, count = splat(values, canon_xy, canvas_hw, side, valid)
+    return np.asarray(count_normalise(p_star, count), np.float32)
 
 
-def canonical_patch_size(patch_size: float, canvas_h: int, input_h: int) -> float:
-    """Algorithm 1 line 4: ``f = sz * H_F / H_I``."""
+def paper_canonical_side(patch_size: float, canvas_h: int, input_h: int) -> float:
+    """Algorithm 1 line 4, as the paper writes it: ``f = sz * H_F / H_I``.
+
+    Right when the face fills the model input as it fills the canvas (the paper's whole
+    CelebA images); the main job uses `cms_jax.pipeline.scoring.face_canonical_side`, which
+    scales by the face's height instead.
+
+    Args:
+        patch_size: the occlusion side sz in input pixels.
+        canvas_h: H_F, the canonical canvas height.
+        input_h: H_I, the model input height.
+    """
     return float(patch_size) * canvas_h / input_h
 
 

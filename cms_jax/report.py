@@ -1,77 +1,123 @@
-"""One self-contained HTML report per run: maps, groups, regions, skipped images, configuration."""
+"""One self-contained HTML report per run, for a model auditor.
+
+Top to bottom: what was run (model, images, skipped images with reasons and
+counts, speed, the command that reproduces it), the CMS as the paper's square
+splat (Eqs. 4-6, ``cms.npy``) beside a smooth rendering of the same vertex
+values, one panel per group and the group differences with their significance
+mask, a bar chart of the share of saliency per facial region, for each region
+the faces whose CIS puts the most saliency there (each photo with its own CIS
+on it, Fig. 6d), the skipped files, and the raw configuration. No scripts;
+every image is a data URI, and only the images shown are embedded, so the
+size does not grow with the number of images scored.
+"""
 from __future__ import annotations
 
-import base64
 import html
 import json
+import os
 
-import cv2
 import numpy as np
 
 from cms_jax import storage
+from cms_jax.render.colours import score_unit
+from cms_jax.report_parts import bar_chart, figure, header, img, table
+
+MAX_SKIPPED_LISTED = 200
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
+        "td,th{padding:2px 8px;text-align:right;vertical-align:top}table.head th,table.chart th{text-align:left}"
+        "table.head td{text-align:left}figure{display:inline-block;margin:4px;text-align:center;vertical-align:top}"
+        "figcaption{font-size:13px;max-width:520px;margin:auto}pre{background:#f4f4f4;padding:8px;"
+        "white-space:pre-wrap;word-break:break-all}td.bars{width:480px}.bar{display:flex;align-items:center;"
+        "height:14px;margin:1px 0;font-size:12px}.bar i{display:block;height:12px;margin-right:4px}"
+        ".key{margin-right:14px;font-size:13px}.key i{display:inline-block;width:12px;height:12px;margin-right:4px}"
+        ".faces figure figcaption{font-size:11px;max-width:180px;overflow-wrap:anywhere}"
+        "h2{margin-top:1.6em;border-bottom:1px solid #ddd}h3 img{vertical-align:middle;margin-left:12px}")
 
 
-def _img(rgb: np.ndarray, width: int = 256) -> str:
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise ValueError("could not encode an image for the report")
-    data = base64.b64encode(buf.tobytes()).decode()
-    return f'<img width="{width}" src="data:image/png;base64,{data}">'
+def _maps(title: str, items: dict[str, np.ndarray], width: int, caption_of=html.escape) -> str:
+    if not items:
+        return ""
+    return f"<h2>{title}</h2>" + "".join(figure(img(im, min(width, im.shape[1]), alt=g), caption_of(g))
+                                         for g, im in items.items())
 
 
-def _table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    cols = list(next(iter(rows.values())))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{fmt.format(v[c])}</td>" for c in cols) + "</tr>"
-        for name, v in rows.items())
-    return f"<table><tr><th></th>{head}</tr>{body}</table>"
+def _faces(top: dict[str, dict], notes: list[str]) -> str:
+    if not top:
+        return ("<h2>Faces behind each region</h2><p>(none)</p>"
+                + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+    out = ("<h2>Faces behind each region</h2><p>For each facial region, the images whose CIS puts the most "
+           "saliency there (mean positive drop over the region's vertices, computed from drops.npz), each "
+           "photo cropped as the model saw it with its own CIS projected onto it (Fig. 6d); one colour scale "
+           "per row, the colours fading toward zero. Under each face: its file and that mean drop.</p>")
+    for region, row in top.items():
+        cells = "".join(figure(img(f["rgb"], f["rgb"].shape[1], fmt="jpeg", alt=os.path.basename(f["file"])),
+                               f"{html.escape(os.path.basename(f['file']))}<br>{f['value']:.3g}")
+                        for f in row["faces"])
+        out += (f"<h3>{html.escape(region.replace('_', ' '))} {img(row['legend'], alt='colour scale')}</h3>"
+                f"<div class='faces'>{cells}</div>")
+    return out + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+
+
+def _skipped(summary: dict) -> str:
+    skipped = summary.get("images_skipped", [])
+    rows = "".join(f"<tr><td style='text-align:left'>{html.escape(str(k['file']))}</td>"
+                   f"<td style='text-align:left'>{html.escape(str(k['reason']))}</td></tr>"
+                   for k in skipped[:MAX_SKIPPED_LISTED])
+    more = (f"<p>... and {len(skipped) - MAX_SKIPPED_LISTED} more (all in summary.json).</p>"
+            if len(skipped) > MAX_SKIPPED_LISTED else "")
+    return f"<h2>Skipped images ({len(skipped)})</h2><table>{rows}</table>{more}"
 
 
 def write_report(path: str, *, summary: dict, cms_png: np.ndarray, regions: dict[str, dict[str, float]],
                  groups: dict[str, np.ndarray] | None = None, diffs: dict[str, np.ndarray] | None = None,
-                 notes: list[str] | None = None, densities: dict[str, dict[str, float]] | None = None) -> str:
+                 notes: list[str] | None = None, densities: dict[str, dict[str, float]] | None = None,
+                 smooth_png: np.ndarray | None = None, top_faces: dict[str, dict] | None = None,
+                 face_notes: list[str] | None = None) -> str:
     """Write the HTML report.
 
     Args:
       path: the .html file.
-      summary: the run's summary dict (config, counts, speed, skipped images).
-      cms_png: uint8 RGB rendering of the CMS on the canonical face.
+      summary: the run's summary dict (config, counts, speed, skipped images, argv).
+      cms_png: uint8 RGB rendering of the CMS on the canonical face (with its colour bar).
       regions: map name -> region -> share (%).
       groups: group name -> uint8 RGB rendering of the group's CMS.
       diffs: 'A - B' -> uint8 RGB rendering of the difference (significant pixels outlined).
       notes: sentences shown under the title (e.g. group sizes, test settings).
       densities: map name -> region -> saliency per pixel relative to the face average.
+      smooth_png: the smooth rendering of the CMS's vertex values, shown beside ``cms_png``.
+      top_faces: region -> {"faces": [{"file", "value", "rgb"}], "legend": rgb} (`pipeline.top_faces`).
+      face_notes: why some faces are not shown.
     """
     s = summary
+    unit = score_unit(s)
+    n = s.get("images_done")
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>CMS report</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
-        "figure{display:inline-block;margin:4px;text-align:center}</style>",
+        "<!doctype html><html lang='en'><meta charset='utf-8'>"
+        f"<title>CMS report: {html.escape(str(s.get('model')))}</title><style>{_CSS}</style>",
         f"<h1>Canonical Model Saliency: {html.escape(str(s.get('model')))}</h1>",
-        f"<p>{s.get('images_done')} of {s.get('images_total')} images, "
-        f"{len(s.get('images_skipped', []))} skipped, {s.get('seconds', 0):.1f} s "
-        f"({s.get('faces_per_second', 0):.2f} faces/s); {s.get('vertices')} vertices, patch "
-        f"{s.get('patch_size')} px, score {html.escape(str(s.get('score')))}.</p>",
+        header(s, unit),
     ]
-    parts += [f"<p>{html.escape(n)}</p>" for n in notes or []]
-    parts.append(f"<h2>CMS</h2><figure>{_img(cms_png)}<figcaption>all images (red high)</figcaption></figure>")
-    if groups:
-        parts.append("<h2>Per group</h2>" + "".join(
-            f"<figure>{_img(im, 200)}<figcaption>{html.escape(g)}</figcaption></figure>" for g, im in groups.items()))
-    if diffs:
-        parts.append("<h2>Differences (white outline: significant pixels, permutation test, max-T corrected)</h2>" + "".join(
-            f"<figure>{_img(im, 200)}<figcaption>{html.escape(g)}</figcaption></figure>" for g, im in diffs.items()))
-    parts.append("<h2>Share of saliency by facial region (%)</h2>" + _table(regions))
+    parts += [f"<p>{html.escape(x)}</p>" for x in notes or []]
+    cms = {"cms": figure(img(cms_png, max(512, cms_png.shape[1]), alt="CMS"),
+                         f"CMS over {n} images: the paper's square splat (Eqs. 4-6, cms.npy). "
+                         "Lines: the facial regions of the table below.")}
+    if smooth_png is not None:
+        cms["smooth"] = figure(img(smooth_png, max(512, smooth_png.shape[1]), alt="CMS, smooth"),
+                               "The same vertex values interpolated over the mesh triangles (display only).")
+    parts.append(f"<h2>CMS ({html.escape(unit)})</h2>" + "".join(cms.values()))
+    parts.append(_maps("Per group (one colour scale)", groups or {}, 360))
+    parts.append(_maps("Differences (full colour and black outline: significant pixels, permutation test, "
+                       "max-T corrected; faded: not significant)", diffs or {}, 360))
+    parts.append("<h2>Share of positive saliency by facial region</h2>" + bar_chart(regions))
     if densities:
-        parts.append("<h2>Saliency per pixel by region, relative to the face average</h2>"
-                     + _table(densities, "{:.2f}"))
-    skipped = s.get("images_skipped", [])
-    parts.append(f"<h2>Skipped images ({len(skipped)})</h2><table>" + "".join(
-        f"<tr><td style='text-align:left'>{html.escape(str(k['file']))}</td>"
-        f"<td style='text-align:left'>{html.escape(str(k['reason']))}</td></tr>" for k in skipped) + "</table>")
-    parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(s.get("config", {}), indent=2)) + "</pre>")
-    storage.write_text(path, "\n".join(parts))
+        parts.append("<h3>Saliency per pixel by region, relative to the face average</h3>"
+                     + table(densities, "{:.2f}"))
+    if top_faces is not None:
+        parts.append(_faces(top_faces, face_notes or []))
+    parts.append(_skipped(s))
+    parts.append("<h2>Configuration</h2><details><summary>summary.json (without the skipped list)</summary><pre>"
+                 + html.escape(json.dumps({k: v for k, v in s.items() if k != "images_skipped"}, indent=2,
+                                          default=str)) + "</pre></details>")
+    storage.write_text(path, "\n".join(parts) + "\n</html>\n")
     return path

@@ -1,9 +1,8 @@
-"""Shared converter pieces: loud validation of a converted tree, Orbax writing.
+"""Shared converter pieces: tensors to numpy, torch state dicts, class names, Orbax writing.
 
-Converters are pure functions from a source dict to the target params tree.
-`check_tree` compares the result against the model's expected tree (from
-``nnx.eval_shape``) and raises ONE error listing every missing, extra and
-mis-shaped weight; nothing is ever filled in from initial values.
+Converters are pure functions from a source dict to the target params tree, validated by
+`cms_jax.models.weights.check_tree` (one error listing every missing, extra and mis-shaped
+weight; nothing is ever filled in from initial values).
 """
 from __future__ import annotations
 
@@ -13,56 +12,6 @@ import jax
 import numpy as np
 
 from cms_jax.models.card import ModelCard
-
-
-class WeightMismatchError(ValueError):
-    """Converted weights do not match the model: lists every problem at once."""
-
-
-def _flatten(tree, prefix=()) -> dict[str, object]:
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_flatten(v, prefix + (str(k),)))
-    else:
-        out["/".join(prefix)] = tree
-    return out
-
-
-def check_tree(expected, actual, *, source: str = "checkpoint", extra_source_keys=()) -> None:
-    """Raise one `WeightMismatchError` naming every missing, extra and mis-shaped weight.
-
-    Args:
-      expected: nested dict of arrays or ``jax.ShapeDtypeStruct`` (from ``nnx.eval_shape``).
-      actual: nested dict of arrays produced by a converter.
-      source: what the weights came from, for the message.
-      extra_source_keys: source keys the converter had no place for (reported as extra).
-
-    Raises:
-      WeightMismatchError: if the trees differ in keys or shapes.
-    """
-    exp, act = _flatten(expected), _flatten(actual)
-    missing = sorted(set(exp) - set(act))
-    extra = sorted(set(act) - set(exp)) + sorted(extra_source_keys)
-    shaped = sorted(k for k in set(exp) & set(act) if tuple(np.shape(act[k])) != tuple(exp[k].shape))
-    if missing or extra or shaped:
-        lines = [f"{source} does not match the model ({len(missing)} missing, {len(extra)} extra, "
-                 f"{len(shaped)} mis-shaped):"]
-        lines += [f"  missing: {k} expected shape {tuple(exp[k].shape)}" for k in missing]
-        lines += [f"  extra: {k}" + (f" shape {tuple(np.shape(act[k]))}" if k in act else "") for k in extra]
-        lines += [f"  mis-shaped: {k} got {tuple(np.shape(act[k]))}, expected {tuple(exp[k].shape)}"
-                  for k in shaped]
-        raise WeightMismatchError("\n".join(lines))
-
-
-def check_source_keys(expected_keys, state_dict: dict, *, source: str) -> None:
-    """Before converting: the source dict must hold exactly `expected_keys` (one error for all)."""
-    missing = sorted(set(expected_keys) - set(state_dict))
-    extra = sorted(set(state_dict) - set(expected_keys))
-    if missing or extra:
-        lines = [f"{source} keys do not match ({len(missing)} missing, {len(extra)} extra):"]
-        lines += [f"  missing: {k}" for k in missing] + [f"  extra: {k}" for k in extra]
-        raise WeightMismatchError("\n".join(lines))
 
 
 def to_numpy(t) -> np.ndarray:

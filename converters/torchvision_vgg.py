@@ -6,11 +6,17 @@ models. Input: RGB scaled to 0-1, ImageNet mean/std, 224x224. torchvision's
 ``AdaptiveAvgPool2d((7, 7))`` is the identity at 224 (pool5 is 7x7), which is
 the only size this layout is converted at.
 
+`torch_vgg16` builds that torch module (torchvision is not a dependency) and
+`to_torch` fills it with Flax `VGG16` params, the inverse of `convert`: the
+paper's PyTorch procedure runs on it in ``experiments/bench_throughput.py``.
+
   python -m converters.torchvision_vgg --src gender_vgg16.pth --out runs/gender_vgg --class_names names.txt
 """
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
 
 from cms_jax.models import vgg
 from cms_jax.models.card import ModelCard
@@ -30,6 +36,78 @@ def convert(sd: dict, config: vgg.VGGConfig | None = None) -> tuple[dict, vgg.VG
         raise ValueError(f"torchvision layout needs pool5 7x7 (input 224), got input {config.input_size}: "
                          "its adaptive average pool would not be the identity")
     return convert_torch_vgg(sd, TV_KEYS, config, source="torchvision VGG-16 state dict"), config
+
+
+def torch_vgg16(config: vgg.VGGConfig):
+    """torchvision's ``vgg16()`` module (``features.N``, ``avgpool``, ``classifier.N``) in `config`'s shape.
+
+    The adaptive average pool outputs pool5's own size, so it is the identity at the
+    config's input size (torchvision's ``(7, 7)`` at 224). Dropout layers keep their
+    places (identity in eval mode), so the state-dict keys are torchvision's.
+    """
+    import torch
+    from torch import nn
+
+    layers, cin = [], config.in_channels
+    for (_, n), width in zip(vgg._BLOCKS, config.widths):
+        for _ in range(n):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = width
+        layers.append(nn.MaxPool2d(2, 2))
+    h, w = config.pool5_hw
+    fc = config.fc_width
+
+    class VGG16(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*layers)
+            self.avgpool = nn.AdaptiveAvgPool2d((h, w))
+            self.classifier = nn.Sequential(nn.Linear(cin * h * w, fc), nn.ReLU(True), nn.Dropout(),
+                                            nn.Linear(fc, fc), nn.ReLU(True), nn.Dropout(),
+                                            nn.Linear(fc, config.num_classes))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return VGG16().eval()
+
+
+def config_of(params: dict, input_size=None) -> vgg.VGGConfig:
+    """The `VGGConfig` of Flax `VGG16` params (input size from fc6's width unless given)."""
+    k11, k6 = np.shape(params["conv1_1"]["kernel"]), np.shape(params["fc6"]["kernel"])
+    widths = tuple(int(np.shape(params[f"conv{b}_1"]["kernel"])[-1]) for b in range(1, 6))
+    if input_size is None:
+        side = int(round(np.sqrt(k6[0] // widths[-1]))) * 32  # square pool5 of side input // 32
+        input_size = (side, side)
+    return vgg.VGGConfig(num_classes=int(np.shape(params["fc8"]["kernel"])[-1]), input_size=tuple(input_size),
+                         in_channels=int(k11[2]), widths=widths, fc_width=int(k6[-1]))
+
+
+def to_state_dict(params: dict, config: vgg.VGGConfig) -> dict:
+    """Flax `VGG16` params -> torchvision-layout state dict of numpy arrays (the inverse of `convert`)."""
+    sd = {}
+    for layer, prefix in TV_KEYS.items():
+        k = np.asarray(params[layer]["kernel"], np.float32)
+        if layer.startswith("conv"):
+            k = k.transpose(3, 2, 0, 1)  # (kh,kw,I,O) -> (O,I,kh,kw)
+        elif layer == "fc6":  # NHWC flatten (H,W,C) -> torch's (C,H,W)
+            (h, w), c = config.pool5_hw, config.widths[-1]
+            k = k.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(k.shape[-1], -1)
+        else:
+            k = k.T  # Flax (in, out) -> torch Linear (out, in)
+        sd[f"{prefix}.weight"] = np.ascontiguousarray(k)
+        sd[f"{prefix}.bias"] = np.asarray(params[layer]["bias"], np.float32)
+    return sd
+
+
+def to_torch(params: dict, config: vgg.VGGConfig | None = None):
+    """A torch `torch_vgg16` module (eval mode) holding Flax `VGG16` params."""
+    import torch
+
+    config = config or config_of(params)
+    module = torch_vgg16(config)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in to_state_dict(params, config).items()})
+    return module
 
 
 def card_for(config: vgg.VGGConfig, name: str, source: str, class_names=None,

@@ -15,6 +15,7 @@ import numpy as np
 
 from cms_jax.models import vgg
 from cms_jax.models.card import ModelCard
+from cms_jax.models.weights import check_tree
 from converters import common
 
 
@@ -69,7 +70,7 @@ def convert_torch_vgg(sd: dict, key_of: dict[str, str], config: vgg.VGGConfig, *
         if f"{prefix}.bias" in sd:
             entry["bias"] = common.to_numpy(sd[f"{prefix}.bias"])
         params[layer] = entry
-    common.check_tree(expected, params, source=source, extra_source_keys=extra)
+    check_tree(expected, params, source=source, extra_source_keys=extra)
     return params
 
 

@@ -56,6 +56,7 @@ def main(argv):
         "images": len(paths), "folder": folder, "workers": _WORKERS.value,
         "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "aligned": cold["aligned"], "align_rate": cold["aligned"] / max(len(paths), 1),
+        "detect_calls": cold["detect_calls"],
         "seconds": cold["seconds"], "images_per_s": len(paths) / cold["seconds"],
         "cached_seconds": warm["seconds"], "cached_images_per_s": len(paths) / warm["seconds"],
         "cached_detect_calls": warm["detect_calls"],

@@ -50,7 +50,7 @@ def main(argv):
     model = models.load(_MODEL.value)
     res = {"images": len(files), "workers": _WORKERS.value, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as cache:
-        prep = FacePreparer(model, None, None, workers=_WORKERS.value, cache_dir=cache)
+        prep = FacePreparer(model, workers=_WORKERS.value, cache_dir=cache)
         try:
             res["cold_images_per_s"], _, res["startup_s"] = _rate(prep, files)
             res["warm_images_per_s"], order, _ = _rate(prep, files)

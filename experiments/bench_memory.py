@@ -4,9 +4,9 @@
       --images=../shared/faces/utkface --counts=100,500 --out_dir=out/bench_memory
 
 Runs ``experiments.cms`` once per count in a fresh process and reads the peak
-resident set size of its main process (``getrusage``). Worker processes are
-not reported: a spawned worker's ``ru_maxrss`` includes the parent's pages
-at the moment of the fork, before it execs, so it only echoes the parent. Prints a table and writes ``bench_memory.json``: the ratio
+resident set size of its main process (``VmHWM``, `cms_jax.pipeline.progress.peak_rss_mb`:
+``ru_maxrss`` would carry the launching process's peak over fork and exec). Worker
+processes are not reported. Prints a table and writes ``bench_memory.json``: the ratio
 of the largest count's peak to the smallest's (target: within 10%).
 """
 import json
@@ -24,15 +24,15 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "out/bench_memory", "Output folder.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny model, 4 and 8 images.")
 
 _RUNNER = r"""
-import json, resource, runpy, sys
+import json, runpy, sys
 sys.argv = ["experiments.cms"] + sys.argv[1:]
 try:
     runpy.run_module("experiments.cms", run_name="__main__")
 except SystemExit as e:
     if e.code not in (0, None):
         raise
-kib = lambda who: resource.getrusage(who).ru_maxrss
-print("RSS_JSON " + json.dumps({"main_kib": kib(resource.RUSAGE_SELF)}))
+from cms_jax.pipeline.progress import peak_rss_mb
+print("RSS_JSON " + json.dumps({"main_mib": peak_rss_mb()}))
 """
 
 
@@ -48,7 +48,7 @@ def measure(model: str, images: str, count: int, out: str) -> dict:
     rss = json.loads(line[len("RSS_JSON "):])
     summary = json.load(open(os.path.join(out, "summary.json")))
     return {"images": count, "images_done": summary["images_done"], "seconds": summary["seconds"],
-            "main_peak_mib": rss["main_kib"] / 1024}
+            "main_peak_mib": rss["main_mib"]}
 
 
 def main(argv):

@@ -40,7 +40,7 @@ import numpy as np
 
 from cms_jax import models
 from cms_jax.engine import OcclusionEngine
-from cms_jax.models.vgg import CONV_NAMES, FC_NAMES
+from cms_jax.figures.stats import pearson
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for bench_throughput.json.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "The tiny VGG twin at 32 px, a few vertices: runs in seconds.")
@@ -107,10 +107,6 @@ def engine(model, method, batch):
                            patch_size=_PATCH.value)
 
 
-def pearson(a, b) -> float:
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-
-
 def incremental_flops(eng, model, batch) -> float:
     """FLOPs of one occluded copy on the incremental path: XLA cost analysis of a lowered batch."""
     shape = (*model.input_size, model.channels)
@@ -122,34 +118,6 @@ def incremental_flops(eng, model, batch) -> float:
                                     jax.ShapeDtypeStruct((batch, 4), jnp.int32),
                                     jax.ShapeDtypeStruct((), dtype)).cost_analysis()
     return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]) / batch
-
-
-def torch_vgg(params):
-    """A torchvision-free torch VGG-16 holding the same weights (NCHW; fc6 rows reordered C,H,W)."""
-    import torch
-    from torch import nn
-
-    layers, cin = [], None
-    for j, name in enumerate(CONV_NAMES):
-        k = np.asarray(params[name]["kernel"])
-        conv = nn.Conv2d(k.shape[2], k.shape[3], 3, padding=1)
-        conv.weight.data = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
-        conv.bias.data = torch.from_numpy(np.asarray(params[name]["bias"]))
-        layers += [conv, nn.ReLU(inplace=True)]
-        cin = k.shape[3]
-        if j + 1 == len(CONV_NAMES) or CONV_NAMES[j + 1][4] != name[4]:  # last conv of a block: 2x2 pool
-            layers.append(nn.MaxPool2d(2, 2))
-    layers.append(nn.Flatten())
-    for j, name in enumerate(FC_NAMES):
-        k = np.asarray(params[name]["kernel"])
-        if j == 0:  # NHWC flatten (H,W,C) -> torch's (C,H,W)
-            side = int(round(np.sqrt(k.shape[0] // cin)))
-            k = k.reshape(side, side, cin, -1).transpose(2, 0, 1, 3).reshape(k.shape[0], -1)
-        lin = nn.Linear(*k.shape)
-        lin.weight.data = torch.from_numpy(np.ascontiguousarray(k.T))
-        lin.bias.data = torch.from_numpy(np.asarray(params[name]["bias"]))
-        layers += [lin] + ([nn.ReLU(inplace=True)] if j < 2 else [])
-    return nn.Sequential(*layers).eval()
 
 
 def torch_reference_drops(model, image, xy, patch_size, target, device):
@@ -199,7 +167,9 @@ def bench_vgg(model, faces, results):
             import torch
 
             tv = _TORCH_VERTICES.value or v
-            tmodel = torch_vgg(model.params).to(_TORCH_DEVICE.value)
+            from converters.torchvision_vgg import to_torch
+
+            tmodel = to_torch(model.params).to(_TORCH_DEVICE.value)
             runners[name] = lambda f: torch_reference_drops(  # noqa: E731
                 tmodel, f[0], f[1][:tv], sz, targets.get(id(f[0])), _TORCH_DEVICE.value)
             counts[name] = (16, tv)

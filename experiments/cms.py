@@ -3,8 +3,11 @@
   CMS_JAX_ASSETS=../shared python -m experiments.cms --model=gender \
       --images=../shared/faces/celeba_samples/images --out_dir=out/cms
 
-Writes cms.npy (float32 canonical map), cms.png (jet over the canonical face,
-red high), drops.npz (per-image vertex drops and file names) and summary.json.
+Writes cms.npy (float32 canonical map, Eqs. 4-6, on a 512 px canvas by default),
+cms.png (that map over the canonical face with a colour bar in the score's units,
+diverging about zero when drops are negative, and the facial regions outlined),
+cms_smooth.png, drops.npz (per-image vertex drops and file names), summary.json
+(with the command line) and report.html (open it in a browser).
 With no --images it runs on the CelebA samples from the assets. --resume
 continues a killed run from its last checkpoint. A multi-host run starts one
 process per host with --num_processes, --process_id and --coordinator
@@ -30,12 +33,13 @@ _SCORE = flags.DEFINE_enum("score", "prob", ["prob", "logit"], "Confidence: soft
 _FILL = flags.DEFINE_float("fill", 0.0, "Value of occluded pixels in the normalised input.")
 _SUBDIV = flags.DEFINE_integer("subdivision", 0, "Mesh subdivision level (0: 468 vertices, 1: ~1.8k).")
 _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-facing triangles.")
-_CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side in pixels.")
+_CANVAS = flags.DEFINE_integer("canvas", RunConfig.canvas, "Canonical canvas side in pixels (f scales with it).")
 _REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum", "covered"], "CMS = mean (Eq. 6) or sum of "
                             "CIS maps, or 'covered': each pixel's mean over the images whose CIS reaches it.")
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
-_LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Target class from file names "
-                            "(checked against the model's class names; unlabelled files are skipped).")
+_LABELS = flags.DEFINE_string("label_from", "", "Target class per file, SOURCE:FIELD (utkface:gender, csv:PATH, "
+                              "celeba:PATH:ATTR): its values must name the model's classes; unlabelled files "
+                              "are skipped.")
 _TARGET = flags.DEFINE_string("target", "", "Score this output (name or index) for every image; required "
                               "for regression models (e.g. --model=headpose --target=yaw).")
 _REFERENCE = flags.DEFINE_string("reference", "", "Embedding models: csv:FILE of file,identity; score the "

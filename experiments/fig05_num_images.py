@@ -43,32 +43,13 @@ _BY = flags.DEFINE_string("by", "", "Groups for --reliability: utkface:FIELD[+FI
                           "age_decade), e.g. utkface:gender+race.")
 
 
-def _groups(files, spec: str) -> dict:
-    """{'all': every row} plus one entry per (combined) group of ``spec``."""
-    import numpy as np
-
-    from cms_jax import groups as grp
-
-    out = {"all": np.arange(len(files))}
-    if not spec:
-        return out
-    kind, _, fields = spec.partition(":")
-    if kind != "utkface":
-        raise ValueError(f"--by={spec!r}: expected utkface:FIELD[+FIELD]")
-    cols = [grp.utkface_groups(files, f) for f in fields.split("+")]
-    names = ["/".join(c) if all(c) else None for c in zip(*cols)]
-    for g in sorted({n for n in names if n}):
-        out[g] = np.asarray([i for i, n in enumerate(names) if n == g])
-    return out
-
-
 def _reliability(run, out_dir: str) -> None:
     import matplotlib.pyplot as plt
 
     from cms_jax.figures import reliability
 
     ns = (1, 2) if _SMOKE.value else reliability.SPLIT_NS
-    res = reliability.table(run, _groups(run.files, _BY.value), ns=ns, orders=_ORDERS.value, seed=_SEED.value,
+    res = reliability.table(run, reliability.rows_by_group(run.files, _BY.value), ns=ns, orders=_ORDERS.value, seed=_SEED.value,
                             min_images=2 if _SMOKE.value else 40)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fig05_reliability.json"), "w") as f:

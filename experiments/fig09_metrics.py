@@ -2,7 +2,7 @@
 ScoreCAM and the reprojected CMS (Eqs. 7-11) for a model over a set of faces.
 
   CMS_JAX_ASSETS=../shared python -m experiments.fig09_metrics --model=gender \
-      --images=../shared/faces/utkface --max_images=100 --label_from=utkface_gender \
+      --images=../shared/faces/utkface --max_images=100 --label_from=utkface:gender \
       --out_dir=out/fig09_gender
 
 Fig. 10 (several models of one task, one table each plus fig10.md side by side):
@@ -35,7 +35,7 @@ _MAX_IMAGES = flags.DEFINE_integer("max_images", 100, "Use the first N images (0
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/fig09", "Output folder.")
 _CMS_DIR = flags.DEFINE_string("cms_dir", "", "Output folder of experiments/cms.py to reproject.")
 _CMS_NPZ = flags.DEFINE_string("cms_heatmaps", "", ".npz with files + (N, H, W) CMS heatmaps.")
-_LABELS = flags.DEFINE_enum("label_from", "", ["", "utkface_gender"], "Targets from file names.")
+_LABELS = flags.DEFINE_string("label_from", "", "Target class per file, SOURCE:FIELD (e.g. utkface:gender).")
 _S_FRAC = flags.DEFINE_float("s_frac", 0.0, "Eq. 8 sum as a fraction of pixels (0 = mean of methods).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per jitted baseline call.")
 _SC_BATCH = flags.DEFINE_integer("scorecam_batch", 64, "Masked images per ScoreCAM forward pass.")
@@ -66,7 +66,8 @@ def _real_inputs(model_name: str, out_dir: str):
 
     model = models.load(model_name)
     cfg = RunConfig(model=model_name, images=_IMAGES.value or default_images(),
-                    max_images=_MAX_IMAGES.value, label_from=_LABELS.value)
+                    max_images=_MAX_IMAGES.value, label_from=_LABELS.value,
+                    incremental="auto")  # as the main job: same drops, fewer FLOPs where the model allows
     cms_npz = None
     if _CMS_NPZ.value:
         with np.load(_CMS_NPZ.value) as z:
@@ -83,7 +84,7 @@ def _real_inputs(model_name: str, out_dir: str):
     cms = None if cms_npz is not None else np.load(os.path.join(cms_dir, "cms.npy"))
     crops, maps, targets, files = [], [], [], []
     rule = LabelRule(cfg.label_from, model)  # a rule that does not fit the model stops here
-    preparer = FacePreparer(model, scorer.canon, cfg, workers=_WORKERS.value)
+    preparer = FacePreparer(model, workers=_WORKERS.value)
     try:
         for p in preparer.imap(expand_images(cfg.images, cfg.max_images)):
             label, why = rule(p.path) if p.reason is None else (None, p.reason)

@@ -11,7 +11,7 @@ Without VGG-Face weights, a small VGG-shaped net from scratch on the UTKFace chi
       --images=../shared/faces/utkface --labels=utkface:gender --steps=300 --batch_size=32 \
       --lr=1e-3 --out_dir=out/finetune_scratch
 
-Labels: utkface:gender | utkface:age (10 bins of 10 years) | celeba:list_attr_celeba.txt:Male |
+Labels: utkface:gender | utkface:age_bin (10 bins of 10 years) | utkface:race | celeba:list_attr_celeba.txt:Male |
 csv:labels.csv (file,label). Writes <out_dir>/model (load with cms_jax.models.load, or feed to
 `python -m experiments.cms --model=<out_dir>/model`), summary.json and checkpoints/; --resume
 continues a killed run at the same step with the same data order.
@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from cms_jax.train import FinetuneConfig, finetune
 
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob or .txt list of face images.")
-_LABELS = flags.DEFINE_string("labels", "utkface:gender", "utkface:gender|age, celeba:PATH:ATTRIBUTE or csv:PATH.")
+_LABELS = flags.DEFINE_string("labels", "utkface:gender", "SOURCE:FIELD: utkface:gender|age_bin|race, celeba:PATH:ATTRIBUTE or csv:PATH.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/finetune", "Output folder.")
 _BACKBONE = flags.DEFINE_enum("backbone", "vgg_face", ["vgg_face", "tiny", "scratch"], "Network to train.")
 _WEIGHTS = flags.DEFINE_string("weights", "", "Converted VGG-Face directory (backbone vgg_face).")
@@ -45,6 +45,7 @@ _FLIP = flags.DEFINE_bool("flip", True, "Random horizontal flips (turn off for h
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the new weights, data order and flips.")
 _CKPT = flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Alignment worker processes (--crop=align).")
+_ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default OUT_DIR/align_cache).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoints in --out_dir.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny twin, 32 UTKFace faces, 8 steps.")
 
@@ -65,7 +66,8 @@ def main(argv):
         schedule=_SCHED.value, warmup=_WARMUP.value, weight_decay=_WD.value, momentum=_MOM.value,
         freeze_conv=_FREEZE.value, flip=_FLIP.value, seed=_SEED.value,
         checkpoint_every=4 if smoke else _CKPT.value)
-    s = finetune(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value)
+    s = finetune(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
+                 align_cache=_ALIGN_CACHE.value or None)
     print(f"{cfg.backbone} on {cfg.labels}: {s['steps_done']} steps, {s['train_images']} train / "
           f"{s['val_images']} val faces, val accuracy {s['val_accuracy']:.4f}, {s['seconds']:.1f}s "
           f"-> {s['model_dir']}")

@@ -1,5 +1,6 @@
 """Tests of Eq. 6 (cms_jax/accumulate.py): streaming, mergeable CMS."""
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from cms_jax.accumulate import CMSAccumulator, cms_from_drops
@@ -76,7 +77,6 @@ def test_merge_equals_one_pass_and_keeps_extra_keys():
 
 
 def test_state_is_plain_numpy_of_constant_size_and_survives_orbax(tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
     xy, drops, valid = _data(n=6)
     acc = CMSAccumulator(HW)
     small = acc.add_drops(acc.empty_state(), drops[:1], valid[:1], xy, F)

@@ -19,9 +19,11 @@ def test_bench_align_smoke(tmp_path, shared_dir):
     _run("experiments/bench_align.py", tmp_path)
     r = json.loads((tmp_path / "bench_align.json").read_text())
     assert r["images"] == 16 and r["aligned"] >= 15 and r["workers"] == 2
-    assert r["images_per_s"] == r["images"] / r["seconds"] > 0
-    assert r["cached_detect_calls"] == 0
-    assert r["images_per_cpu_s"] == r["images"] / r["cpu_seconds"] > 0
+    # What the rates are made of, not the rates (those depend on the load; the target is the benchmark's):
+    # the cold pass ran MediaPipe once per file across both workers, the cached pass never.
+    assert r["detect_calls"] == r["images"] and r["cached_detect_calls"] == 0
+    assert r["aligned"] + len(r["failures"]) == r["images"]
+    assert r["seconds"] > 0 and r["cpu_seconds"] > 0 and r["cached_seconds"] > 0
 
 
 def test_fig_alignment_smoke(tmp_path, shared_dir):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cms_jax import baselines as bl
+from cms_jax.models import tiny_vgg
 
 _DN = ("NHWC", "HWIO", "NHWC")
 H = W = 12
@@ -215,8 +216,6 @@ def test_no_retrace_on_second_call():
 
 
 def test_gradcam_runs_on_models_tiny_vgg():
-    models = pytest.importorskip("cms_jax.models")
-    tiny_vgg = getattr(models, "tiny_vgg", None) or pytest.importorskip("cms_jax.models.vgg").tiny_vgg
     model = tiny_vgg()
     hh, ww = model.input_size
     x = jax.random.normal(jax.random.PRNGKey(0), (2, hh, ww, model.channels))

@@ -12,7 +12,7 @@ import numpy as np
 
 from cms_jax.engine import OcclusionEngine
 from cms_jax.pipeline import keras_reference as kr
-from cms_jax.pipeline.progress import StageTimer
+from cms_jax.pipeline.progress import Progress, StageTimer
 
 
 def _apply(params, x):
@@ -35,6 +35,33 @@ def test_stage_timer_sums_blocks_and_times_waits_for_items():
     assert list(timer.iterate(slow(), "wait")) == [0, 1, 2]
     d = timer.as_dict()
     assert set(d) == {"a", "wait"} and d["a"] >= 0.01 and d["wait"] >= 0.03
+
+
+def test_progress_line_is_throttled_and_reads_its_note_only_when_printed():
+    """The one progress printer (the CMS job's images, fine-tuning's steps)."""
+    import io
+
+    out, calls = io.StringIO(), []
+
+    def note():
+        calls.append(1)
+        return "loss 0.5000"
+
+    p = Progress(10, done=2, label="finetune", unit="steps", stream=out, every_s=3600)
+    p.update(1, note=note)  # the first line is always printed
+    p.update(1, note=note)  # within every_s: nothing, and the note is not read
+    assert len(calls) == 1 and out.getvalue().startswith("\r[finetune] 3/10 steps  ")
+    assert "steps/s  loss 0.5000  ETA " in out.getvalue() and "\n" not in out.getvalue()
+    p.update(6, note=note)  # the end: printed, then the line ends once
+    p.update(0, note=note, force=True)
+    p.close()
+    assert len(calls) == 2 and out.getvalue().count("\n") == 1 and "10/10 steps" in out.getvalue()
+    short = io.StringIO()
+    q = Progress(5, stream=short, every_s=0)
+    q.update(2, note="skipped 1")
+    q.close()  # a run stopped early still ends its line
+    assert short.getvalue().startswith("\r[cms] 2/5 images  ") and "skipped 1  ETA" in short.getvalue()
+    assert short.getvalue().endswith("\n")
 
 
 def test_occluded_copies_put_the_clean_input_first_and_fill_each_box():

@@ -211,17 +211,27 @@ def test_errors_and_sharding_helpers():
     assert eng.batch_size == 24 and eng.group == 16
 
 
-def test_bench_engine_smoke(tmp_path):
+def test_bench_engine_meets_its_target_in_flops(tmp_path):
+    """The >= 0.9 target on what does not depend on the machine's load: XLA's FLOP counts.
+
+    Timed rates are the benchmark's business (a shared CPU makes them noisy); here the engine's
+    compiled work batch does at most 1/0.9 of a bare forward's arithmetic per item, and with its
+    clean pass counted too (one device, as a user's machine), and it never retraces once warm.
+    """
     root = os.path.join(os.path.dirname(__file__), "..")
     env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    env.pop("XLA_FLAGS", None)
     out = subprocess.run([sys.executable, "experiments/bench_engine.py", "--smoke", f"--out_dir={tmp_path}"],
                          capture_output=True, text=True, env=env, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "bench_engine.json").read_text())
-    for name in ("vgg16", "tiny"):
+    assert report["devices"] == 1
+    for name, items in (("vgg16", 16), ("tiny", 128)):
         r = report["models"][name]
-        assert r["engine_items_per_s"] > 0 and r["bare_forwards_per_s"] > 0
-        assert r["ratio"] == pytest.approx(r["engine_items_per_s"] / r["bare_forwards_per_s"])
+        assert r["work_items"] == items and r["retraces_after_warmup"] == 0
+        assert r["bare_flops_per_forward"] > 1e5  # the cost analysis counted the model, not just the mask
+        assert r["flop_ratio"] >= 0.9 and r["flop_ratio_with_clean_pass"] >= 0.9, r
+        assert r["engine_flops_per_item"] >= r["bare_flops_per_forward"]  # the mask is extra work, never less
 
 
 @pytest.mark.parametrize("forward", ["dense", "incremental"])

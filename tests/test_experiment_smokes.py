@@ -1,9 +1,11 @@
-"""The experiment scripts not covered elsewhere run in --smoke mode, as a user would call them.
+"""The experiment scripts not covered elsewhere run as a user would call them.
 
-Each runs as ``python -m experiments.NAME --smoke`` in a fresh process (one device, like a user's
-machine), and its outputs are checked for content.
+Each runs as ``python -m experiments.NAME --smoke`` (Fig. 9 on its real path instead: real model,
+faces and CMS run) in a fresh process (one device, like a user's machine), and its outputs are
+checked for content.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,10 +16,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(name, *args):
+def _run(name, *args, smoke=True):
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
-    res = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--smoke", *args], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", f"experiments.{name}", *(["--smoke"] if smoke else []), *args], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
@@ -38,31 +40,72 @@ def test_cms_main_job_smoke(tmp_path, shared_dir):
     assert cv2.imread(str(tmp_path / "cms.png")).std() > 10
 
 
-def test_fig09_metrics_smoke(tmp_path):
-    _run("fig09_metrics", f"--out_dir={tmp_path}")
+def test_fig09_metrics_real_path_reprojects_the_run_cms(tmp_path, shared_dir):
+    """Fig. 9 as a user runs it (not --smoke, whose synthetic inputs skip all of this): the gender model
+    on aligned UTKFace faces, a CMS job on them, the CMS reprojected onto each crop (Fig. 6d); the
+    CMS heatmaps checked against a numpy reprojection."""
+    from scipy import ndimage
+
+    from cms_jax import models
+    from cms_jax.align.canonical import CanonicalFace
+    from cms_jax.align.visibility import visible_vertices
+    from cms_jax.pipeline.prepare import FacePreparer
+
+    images = os.path.join(shared_dir, "faces", "utkface")
+    _run("fig09_metrics", "--model=gender", f"--images={images}", "--max_images=2", "--workers=0",
+         "--grid_faces=2", "--scorecam_batch=16", f"--out_dir={tmp_path}", smoke=False)
     t = json.load(open(tmp_path / "fig09.json"))
-    methods = ("GradCAM", "GradCAM++", "ScoreCAM", "CMS")
-    rows = t["methods"]
-    assert set(rows) == set(methods) and t["n"] == 6
-    assert abs(sum(r["win"] for r in rows.values()) - 100.0) < 1e-6  # Eq. 11: Win % sums to 100
-    for r in rows.values():
+    assert t["model"] == "gender" and t["n"] == 2 and set(t["methods"]) == {"GradCAM", "GradCAM++", "ScoreCAM", "CMS"}
+    assert abs(sum(r["win"] for r in t["methods"].values()) - 100.0) < 1e-6  # Eq. 11: Win % sums to 100
+    for r in t["methods"].values():
         assert 0.0 <= r["average_drop"] <= 100.0 and 0.0 <= r["increase_in_confidence"] <= 100.0
         assert 0.0 <= r["clip_rate"] <= 1.0
     grid = cv2.imread(str(tmp_path / "fig09_grid.png"))
     assert grid is not None and grid.std() > 10
     assert "| CMS |" in (tmp_path / "fig09.md").read_text()
+    s = json.load(open(tmp_path / "cms" / "summary.json"))  # the CMS job fig09 ran on the same faces
+    assert s["images_done"] == 2 and s["model"] == "gender"
+    heat = np.load(tmp_path / "heatmaps.npz")
+    files = [str(f) for f in heat["files"]]
+    assert files == sorted(os.path.join(images, f) for f in os.listdir(images))[:2]
+    assert heat["CMS"].shape == heat["GradCAM"].shape == (2, 64, 64)
+
+    cms = np.load(tmp_path / "cms" / "cms.npy").astype(np.float64)
+    canon = CanonicalFace.mediapipe(canvas=cms.shape[0])
+    # Fig. 6d by hand: the CMS read at each canonical vertex (bilinear), splatted with the occlusion
+    # side at the face's own vertices in the crop, count-normalised.
+    values = ndimage.map_coordinates(cms, [canon.vertices[:, 1], canon.vertices[:, 0]], order=1, mode="nearest")
+    model = models.load("gender")
+    sz = s["patch_size"]
+    prep = FacePreparer(model, workers=0, cache_dir=str(tmp_path / "cms" / "align_cache"))
+    try:
+        faces = list(prep.imap(files))
+    finally:
+        prep.close()
+    for face, got in zip(faces, heat["CMS"]):
+        xy = face.xy.astype(np.float64)
+        ok = visible_vertices(xy, canon.triangles, face.z) & (xy >= 0).all(1) & (xy < 64).all(1)
+        p, n = np.zeros((64, 64)), np.zeros((64, 64))
+        for (x, y), v in zip(xy[ok], values[ok]):
+            x1, y1 = max(0, math.floor(x - sz / 2)), max(0, math.floor(y - sz / 2))
+            p[y1:min(y1 + sz, 64), x1:min(x1 + sz, 64)] += v
+            n[y1:min(y1 + sz, 64), x1:min(x1 + sz, 64)] += 1
+        want = np.where(n > 0, p / np.maximum(n, 1), 0.0)
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
 
 
 def test_bench_throughput_smoke(tmp_path):
     _run("bench_throughput", f"--out_dir={tmp_path}")
     b = json.load(open(tmp_path / "bench_throughput.json"))
-    for key in ("device", "model", "matmul_flops_per_s"):
-        assert key in b
+    assert (b["device"]["platform"], b["device"]["count"], b["model"]) == ("cpu", 1, "tiny_vgg_32px")
     assert b["matmul_flops_per_s"] > 1e8
     methods = ("dense_fp32", "dense_bf16", "incremental", "incremental_bf16", "torch_reference")
     row = b["vgg"]
     assert row["model"] == "tiny_vgg_32px" and set(row["passes_per_s"]) == set(methods)
-    assert all(b[m] > 0 for m in methods)  # top-level passes/s
+    for m in methods:  # a method that failed would record None (or be missing): every one ran
+        assert isinstance(b[m], float) and b[m] > 0, (m, b.get(m))
+        assert isinstance(row["passes_per_s"][m], float) and row["faces_per_s"][m] > 0, m
     # One engine, two forwards: incremental and torch give fp32 JAX's drops; bf16 follows them.
     assert row["max_abs_drop_diff_vs_fp32"]["incremental"] < 1e-6
     assert row["pearson_vs_fp32"]["torch_reference"] > 0.999
@@ -74,7 +117,10 @@ def test_bench_memory_smoke(tmp_path, shared_dir):
     _run("bench_memory", f"--out_dir={tmp_path}")
     b = json.load(open(tmp_path / "bench_memory.json"))
     assert [r["images"] for r in b["runs"]] == [4, 8]
-    assert all(r["main_peak_mib"] > 100 for r in b["runs"]) and 0.5 < b["peak_ratio"] < 2.0
+    assert [r["images_done"] for r in b["runs"]] == [4, 8]
+    assert all(r["main_peak_mib"] > 100 for r in b["runs"])
+    # The target (memory flat in the number of images, within 10%); peak memory does not depend on the load.
+    assert b["peak_ratio"] <= 1.10
 
 
 def test_bench_job_smoke(tmp_path, shared_dir):

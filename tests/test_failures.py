@@ -59,24 +59,36 @@ def test_signature_ignores_the_file_name():
 
 def test_label_rule_follows_the_models_class_order():
     gender = models.load("gender")  # classes (woman, man)
-    rule = LabelRule("utkface_gender", gender)
+    rule = LabelRule("utkface:gender", gender)
     assert rule("/x/25_0_1_2017.jpg.chip.jpg") == (gender.class_names.index("man"), None)
     assert rule("/x/25_1_1_2017.jpg.chip.jpg") == (gender.class_names.index("woman"), None)
-    flipped = LabelRule("utkface_gender", dataclasses.replace(gender, class_names=("Male", "Female")))
+    flipped = LabelRule("utkface:gender", dataclasses.replace(gender, class_names=("Male", "Female")))
     assert flipped("/x/25_0_1_2017.jpg.chip.jpg") == (0, None)
     label, why = rule("/x/celeba_000123.jpg")
     assert label is None and why.startswith("no label")
 
 
+def test_label_rule_from_a_csv_matches_class_names(tmp_path):
+    expression = models.load("expression")
+    (tmp_path / "l.csv").write_text("file,label\na.jpg,Happy\nb.jpg,sad\n")
+    rule = LabelRule(f"csv:{tmp_path / 'l.csv'}", expression)
+    assert rule("/d/a.jpg") == (expression.class_names.index("happy"), None)
+    assert rule("/d/b.jpg") == (expression.class_names.index("sad"), None)
+    assert rule("/d/c.jpg")[1] == f"no label: the file is not in {tmp_path / 'l.csv'}"
+    (tmp_path / "bad.csv").write_text("a.jpg,smirk\n")
+    with pytest.raises(ValueError, match="gives 'smirk', which matches 0 classes"):
+        LabelRule(f"csv:{tmp_path / 'bad.csv'}", expression)
+
+
 def test_label_rule_that_does_not_fit_the_model_fails_before_scoring(utk, tmp_path):
-    cfg = RunConfig(model="expression", images=utk, label_from="utkface_gender")
-    with pytest.raises(ValueError, match=r"label_from=utkface_gender needs .*'expression'.*angry"):
+    cfg = RunConfig(model="expression", images=utk, label_from="utkface:gender")
+    with pytest.raises(ValueError, match=r"label_from=utkface:gender gives 'female', which matches 0 classes of model 'expression'.*angry"):
         run_cms(cfg, str(tmp_path / "out"), workers=0, show_progress=False)
     assert not os.path.exists(tmp_path / "out" / "checkpoints")  # nothing was started
 
 
 def test_unlabelled_image_is_skipped_not_fatal(utk, tmp_path):
-    cfg = RunConfig(model="gender", images=utk, label_from="utkface_gender", incremental="auto")
+    cfg = RunConfig(model="gender", images=utk, label_from="utkface:gender", incremental="auto")
     s = run_job(cfg, str(tmp_path / "out"), workers=0, show_progress=False)
     assert (s["images_total"], s["images_done"]) == (4, 3)
     assert [k["reason"][:8] for k in s["images_skipped"]] == ["no label"]

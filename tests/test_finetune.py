@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from cms_jax import sources
 from cms_jax.models import load, vgg
 from cms_jax.models.outputs import _bin_probs
 from cms_jax.sharding import data_mesh, data_sharding, replicate
@@ -55,30 +56,33 @@ def test_celeba_attribute_reader(tmp_path):
     p = tmp_path / "list_attr_celeba.txt"
     p.write_text("3\n5_o_Clock_Shadow Male Smiling\n000001.jpg -1  1 -1\n000002.jpg  1 -1  1\n"
                  "000003.jpg -1 -1  1\n")
-    assert labels.read_celeba_attr(p, "Male") == {"000001.jpg": 1, "000002.jpg": 0, "000003.jpg": 0}
-    assert labels.read_celeba_attr(p, "Smiling") == {"000001.jpg": 0, "000002.jpg": 1, "000003.jpg": 1}
+    assert sources.read_celeba_attr(p, "Male") == {"000001.jpg": True, "000002.jpg": False, "000003.jpg": False}
+    assert sources.read_celeba_attr(p, "Smiling") == {"000001.jpg": False, "000002.jpg": True, "000003.jpg": True}
     files, y, names = labels.load_labels(f"celeba:{p}:Smiling", ["/x/000003.jpg", "/x/999.jpg", "/x/000001.jpg"])
     assert files == ["/x/000003.jpg", "/x/000001.jpg"] and y.tolist() == [1, 0]
     assert names == ("not_Smiling", "Smiling")
     with pytest.raises(ValueError, match="no attribute 'Bald'; it has 5_o_Clock_Shadow, Male, Smiling"):
-        labels.read_celeba_attr(p, "Bald")
+        sources.read_celeba_attr(p, "Bald")
     bad = tmp_path / "bad.txt"
     bad.write_text("1\nMale Smiling\n000001.jpg 1 0\n")
     with pytest.raises(ValueError, match="line 3: Smiling is '0', expected 1 or -1"):
-        labels.read_celeba_attr(bad, "Smiling")
+        sources.read_celeba_attr(bad, "Smiling")
 
 
 def test_csv_and_utkface_labels(tmp_path):
     c = tmp_path / "l.csv"
     c.write_text("file,label\na.jpg,happy\nb.jpg,sad\nc.jpg,happy\n")
-    table, names = labels.read_csv_labels(c)
-    assert names == ("happy", "sad") and table == {"a.jpg": 0, "b.jpg": 1, "c.jpg": 0}
+    kept, y, names = labels.load_labels(f"csv:{c}", ["/d/c.jpg", "/d/x.jpg", "/d/b.jpg", "/d/a.jpg"])
+    assert names == ("happy", "sad") and kept == ["/d/c.jpg", "/d/b.jpg", "/d/a.jpg"] and y.tolist() == [0, 1, 0]
     c.write_text("a.jpg,2\nb.jpg,0\n")
-    assert labels.read_csv_labels(c) == ({"a.jpg": 2, "b.jpg": 0}, ("class_0", "class_1", "class_2"))
+    _, y, names = labels.load_labels(f"csv:{c}", ["a.jpg", "b.jpg"])
+    assert y.tolist() == [2, 0] and names == ("class_0", "class_1", "class_2")
     files = ["d/26_0_1_2017.jpg.chip.jpg", "d/93_1_0_2017.jpg", "d/notutk.jpg"]
     kept, y, names = labels.load_labels("utkface:gender", files)
     assert kept == files[:2] and y.tolist() == [1, 0] and names == ("woman", "man")  # 0 male -> 'man'
-    assert labels.load_labels("utkface:age", files)[1].tolist() == [2, 9]
+    assert labels.load_labels("utkface:age_bin", files)[1].tolist() == [2, 9]
+    kept, y, names = labels.load_labels("utkface:race", files)
+    assert y.tolist() == [1, 0] and names[:2] == ("White", "Black")
 
 
 def test_split_is_a_stable_hash_and_batches_are_seeded():
@@ -178,7 +182,7 @@ def test_finetune_script_smoke_writes_a_loadable_model(tmp_path, shared_dir):
     r = subprocess.run([sys.executable, "-m", "experiments.finetune", "--smoke", f"--out_dir={out}"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "val accuracy" in r.stdout and "step 8/8" in r.stderr
+    assert "val accuracy" in r.stdout and "8/8 steps" in r.stderr  # the shared progress line
     s = json.loads((out / "summary.json").read_text())
     assert s["finished"] and s["steps_done"] == 8 and s["train_images"] + s["val_images"] == 32
     assert s["class_names"] == ["woman", "man"] and 0.0 <= s["val_accuracy"] <= 1.0

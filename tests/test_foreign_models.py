@@ -6,13 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the convert extra (torch) is not installed")
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from cms_jax import models  # noqa: E402
-from cms_jax.models import foreign  # noqa: E402
-from cms_jax.pipeline import RunConfig, run_job  # noqa: E402
-from converters import torch_onnx  # noqa: E402
+from cms_jax import models
+from cms_jax.models import foreign
+from cms_jax.pipeline import RunConfig, run_job
+from converters import torch_onnx
 
 
 class _DW(nn.Module):

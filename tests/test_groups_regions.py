@@ -3,25 +3,34 @@ import numpy as np
 import pytest
 
 from cms_jax import groups as grp
-from cms_jax import regions
+from cms_jax import regions, sources
 from cms_jax.report import write_report
 
 
 def test_utkface_names_parse():
-    files = ["/x/25_0_2_2017.jpg.chip.jpg", "40_1_0_2017.jpg.chip.jpg", "bad.jpg"]
-    assert grp.utkface_groups(files, "race") == ["Asian", "White", None]
-    assert grp.utkface_groups(files, "gender") == ["male", "female", None]
-    assert grp.utkface_groups(files, "age_decade") == ["20s", "40s", None]
+    files = ["/x/25_0_2_2017.jpg.chip.jpg", "40_1_0_2017.jpg.chip.jpg", "bad.jpg", "93_1_20170110.jpg"]
+    assert sources.read("utkface:race", files) == ["Asian", "White", None, None]
+    assert sources.read("utkface:gender", files) == ["male", "female", None, None]
+    assert sources.read("utkface:age_decade", files) == ["20s", "40s", None, None]
+    assert sources.read("utkface:age_bin", files) == ["age[20,30)", "age[40,50)", None, None]
+    assert sources.read("utkface:gender+race", files) == ["male/Asian", "female/White", None, None]
+    assert sources.values("utkface:gender+race")[:2] == ("female/Asian", "female/Black")
+    assert len(sources.values("utkface:gender+race")) == 10
+    with pytest.raises(ValueError, match="utkface field must be one of"):
+        sources.read("utkface:hair", files)
 
 
 def test_csv_and_celeba_groupings(tmp_path):
     (tmp_path / "g.csv").write_text("file,group\na.jpg,x\nb.jpg,y\n")
-    assert grp.parse_grouping(f"csv:{tmp_path / 'g.csv'}", ["/d/a.jpg", "b.jpg", "c.jpg"]) == ["x", "y", None]
+    assert sources.read(f"csv:{tmp_path / 'g.csv'}", ["/d/a.jpg", "b.jpg", "c.jpg"]) == ["x", "y", None]
     (tmp_path / "attr.txt").write_text("2\nMale Smiling\na.jpg 1 -1\nb.jpg -1 1\n")
-    got = grp.parse_grouping(f"celeba:{tmp_path / 'attr.txt'}:Smiling", ["a.jpg", "b.jpg"])
+    got = sources.read(f"celeba:{tmp_path / 'attr.txt'}:Smiling", ["a.jpg", "b.jpg"])
     assert got == ["not_Smiling", "Smiling"]
+    assert sources.values(f"celeba:{tmp_path / 'attr.txt'}:Smiling") == ("Smiling", "not_Smiling")
     with pytest.raises(ValueError, match="no attribute 'Beard'"):
-        grp.celeba_attr_groups(["a.jpg"], str(tmp_path / "attr.txt"), "Beard")
+        sources.read(f"celeba:{tmp_path / 'attr.txt'}:Beard", ["a.jpg"])
+    with pytest.raises(ValueError, match="expected utkface:race"):
+        sources.read("tsv:x", ["a.jpg"])
 
 
 def test_permutation_test_finds_a_planted_difference_and_nothing_else():

@@ -186,3 +186,20 @@ def test_vgg_style_keras_graph_flatten_dense_matches_numpy():
     want /= want.sum(1, keepdims=True)
     got = np.asarray(nnx.merge(graphdef, params)(x.astype(np.float32)))
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_package_never_imports_the_converters():
+    """converters/ depend on cms_jax, never the reverse: `check_tree` lives in `cms_jax.models.weights`."""
+    import re
+
+    import cms_jax
+
+    root = os.path.dirname(cms_jax.__file__)
+    offenders = []
+    for folder, _, names in os.walk(root):
+        for n in names:
+            if n.endswith(".py"):
+                with open(os.path.join(folder, n)) as fh:
+                    if re.search(r"^\s*(from|import)\s+converters\b", fh.read(), re.M):
+                        offenders.append(os.path.relpath(os.path.join(folder, n), root))
+    assert offenders == []

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from cms_jax import occlusion as occ
 from cms_jax.engine import occlusion_drops
-from cms_jax.projection import canonical_map, canonical_patch_size
+from cms_jax.projection import canonical_map, paper_canonical_side
 
 
 def tiny_cnn(seed=0, channels=3, classes=3, scale=3.0):
@@ -128,7 +129,6 @@ def _algorithm1(model, img, mesh_i, frontal_hw, mesh_f, sz):
 
 
 def test_parity_with_algorithm1_on_celeba_sample(shared_dir):
-    cv2 = pytest.importorskip("cv2")
     from scipy.io import loadmat
     faces = os.path.join(shared_dir, "faces", "celeba_samples")
     h_in = w_in = 64
@@ -144,7 +144,7 @@ def test_parity_with_algorithm1_on_celeba_sample(shared_dir):
 
     ref, ref_drops, ref_c = _algorithm1(model, img, mesh_i, frontal_hw, mesh_f, sz)
     drops, c = occlusion_drops(model, img, mesh_i, patch_size=sz, score="logit")
-    cis = canonical_map(drops, mesh_f, frontal_hw, canonical_patch_size(sz, frontal_hw[0], h_in))
+    cis = canonical_map(drops, mesh_f, frontal_hw, paper_canonical_side(sz, frontal_hw[0], h_in))
 
     assert c == ref_c
     span = ref.max() - ref.min()

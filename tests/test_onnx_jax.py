@@ -12,15 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper
+from torch import nn
 
 from cms_jax import occlusion as occ
 from cms_jax.models import onnx_jax
-
-torch = pytest.importorskip("torch")
-nn = torch.nn
-ort = pytest.importorskip("onnxruntime")
 
 
 def _faces(shared_dir, n=8, size=64):

@@ -1,10 +1,12 @@
 """The main job end to end on real faces with the tiny model: outputs, bad inputs, resume rules."""
 import dataclasses
 import json
+import math
 import os
 import shutil
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -46,16 +48,16 @@ def test_outputs_have_real_content(finished_run):
                 "images_skipped", "seconds", "faces_per_second", "forward", "dtype"):
         assert key in on_disk
     cms = np.load(os.path.join(out, "cms.npy"))
-    assert cms.dtype == np.float32 and cms.shape == (256, 256) and np.isfinite(cms).all()
+    assert cms.dtype == np.float32 and cms.shape == (cfg.canvas, cfg.canvas) and np.isfinite(cms).all()
     assert np.abs(cms).max() > 0
     png = cv2.imread(os.path.join(out, "cms.png"))
-    assert png.shape == (256, 256, 3) and png.std() > 10
+    assert png.shape == (cfg.canvas, cfg.canvas, 3) and png.std() > 10
     d = np.load(os.path.join(out, "drops.npz"))
     assert d["drops"].shape == (5, 468) and len(d["files"]) == 5
     assert d["valid"].sum(1).min() > 300  # frontal CelebA faces: most vertices visible
     # The CMS is the mean of the per-image CIS maps rendered from the stored drops (Eq. 6).
     from cms_jax.accumulate import cms_from_drops
-    again = cms_from_drops(d["drops"], d["valid"], d["canon_xy"], (256, 256), float(d["canonical_patch_size"]))
+    again = cms_from_drops(d["drops"], d["valid"], d["canon_xy"], (cfg.canvas, cfg.canvas), float(d["canonical_patch_size"]))
     np.testing.assert_allclose(again, cms, rtol=1e-5, atol=1e-7)
     assert os.path.exists(os.path.join(out, "report.html"))
     regions = json.load(open(os.path.join(out, "regions.json")))["regions"]["all images"]
@@ -87,6 +89,47 @@ def gender_run(image_dir, tmp_path_factory):
     return cfg, out
 
 
+def test_gender_run_drops_equal_a_hand_occluded_forward(gender_run):
+    """The main job's numbers on a real model: drops of the stored crops' vertices recomputed by hand.
+
+    Each face is cropped as the job did (landmarks from the run's cache), a square is cut out with
+    numpy at the official rule around chosen vertices, and the gender model's own forward (the
+    converted Keras graph, batch 1, no engine, mesh or occlusion code) gives phi(I) - phi(I_v) of the
+    class the job scored: Eq. 1, computed without the pipeline.
+    """
+    from cms_jax import models
+    from cms_jax.pipeline.prepare import FacePreparer
+
+    cfg, out = gender_run
+    d, s = np.load(os.path.join(out, "drops.npz")), json.load(open(os.path.join(out, "summary.json")))
+    sz = s["patch_size"]
+    assert (s["model"], sz, s["score"]) == ("gender", 4, "prob")
+    model = models.load("gender")
+    assert model.outputs_are_probs  # a softmax head: phi is the output itself
+    prep = FacePreparer(model, workers=0, cache_dir=os.path.join(out, "align_cache"))
+    try:
+        faces = list(prep.imap([str(f) for f in d["files"]]))
+    finally:
+        prep.close()
+    forward = jax.jit(model.apply_fn)  # the model alone, one batch shape
+    for i, face in enumerate(faces):
+        x = model.preprocess(face.crop[None])[0]
+        valid = np.nonzero(d["valid"][i])[0]
+        strongest = valid[np.argsort(-np.abs(d["drops"][i, valid]))[:4]]
+        picks = np.concatenate([strongest, valid[np.linspace(0, len(valid) - 1, 8).astype(int)]])
+        batch = [x]
+        for px, py in face.xy[picks]:
+            x1, y1 = max(0, math.floor(px - sz / 2)), max(0, math.floor(py - sz / 2))
+            occluded = x.copy()
+            occluded[y1:y1 + sz, x1:x1 + sz] = cfg.fill  # slicing clips at the border, as min(x1 + sz, W)
+            batch.append(occluded)
+        probs = np.asarray(forward(model.params, np.stack(batch)))
+        c = int(d["targets"][i])
+        assert c == int(np.argmax(probs[0])) and abs(float(d["clean"][i]) - probs[0, c]) < 1e-6
+        np.testing.assert_allclose(d["drops"][i, picks], probs[0, c] - probs[1:, c], rtol=0, atol=2e-6)
+        assert np.abs(d["drops"][i, strongest]).min() > 1e-3  # the strongest drops are real changes
+
+
 def test_incremental_scoring_gives_the_dense_drops(gender_run, tmp_path):
     cfg, out = gender_run
     inc = str(tmp_path / "inc")
@@ -106,6 +149,12 @@ def test_bfloat16_run_records_its_fidelity_to_float32(gender_run, tmp_path):
     s = json.load(open(os.path.join(bf, "summary.json")))
     assert (s["forward"], s["dtype"]) == ("dense", "bfloat16")
     assert 0.9 < s["bf16_fidelity"] <= 1.0
+    # Recorded = Pearson of this run's drops with the float32 run's, computed here from the two files
+    # (one chunk of 3 faces: the whole run was compared).
+    a, b = np.load(os.path.join(out, "drops.npz")), np.load(os.path.join(bf, "drops.npz"))
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    keep = a["valid"] & b["valid"]
+    assert s["bf16_fidelity"] == pytest.approx(np.corrcoef(a["drops"][keep], b["drops"][keep])[0, 1], abs=1e-6)
     with pytest.raises(ValueError, match=r"dtype: 'float32' \(checkpoint\) -> 'bfloat16' \(now\)"):
         run_job(dataclasses.replace(cfg, dtype="bfloat16"), out, workers=0, resume=True)
 
@@ -133,7 +182,7 @@ def test_a_chunk_that_fails_to_score_costs_only_its_bad_image(finished_run):
     from cms_jax.pipeline.scoring import Scorer
     cfg, out, _ = finished_run
     scorer = Scorer(cfg)
-    prep = FacePreparer(scorer.model, scorer.canon, cfg, workers=0)
+    prep = FacePreparer(scorer.model, workers=0)
     items = list(prep.imap(sorted(os.path.join(cfg.images, f) for f in os.listdir(cfg.images))[:3]))
     prep.close()
     items[1].crop = np.zeros((1, 1, 3), np.uint8)  # a crop of the wrong size: the chunk cannot be stacked

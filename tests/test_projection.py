@@ -88,7 +88,6 @@ def test_valid_mask_equals_splat_of_the_subset():
 
 def test_reprojection_of_sampled_cms_onto_image_vertices():
     # Fig. 6d: a canonical map read at canonical vertices, drawn on the image's own vertices.
-    canvas = (40, 40)
     yy, xx = np.mgrid[0:40, 0:40].astype(np.float32)
     ramp = 2.0 * xx + 0.5 * yy
     canon_xy = np.array([[3.0, 4.0], [10.5, 20.25], [39.0, 39.0], [-5.0, 12.0]])
@@ -105,8 +104,8 @@ def test_reprojection_of_sampled_cms_onto_image_vertices():
     assert (on_image[0, 30:] == 0).all()
 
 
-def test_canonical_patch_size_is_line_4_of_algorithm1():
-    assert proj.canonical_patch_size(15, 619, 224) == pytest.approx(15 * 619 / 224)
+def test_paper_canonical_side_is_line_4_of_algorithm1():
+    assert proj.paper_canonical_side(15, 619, 224) == pytest.approx(15 * 619 / 224)
 
 
 def test_second_call_with_same_shapes_does_not_recompile():

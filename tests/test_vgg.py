@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from cms_jax import models  # noqa: E402
-from cms_jax.models import vgg  # noqa: E402
-from converters import common, torchvision_vgg, vgg_face_dag  # noqa: E402
+from cms_jax import models
+from cms_jax.models import vgg
+from cms_jax.models.weights import WeightMismatchError
+from converters import torchvision_vgg, vgg_face_dag
 
 SMALL = vgg.VGGConfig(num_classes=5, input_size=(64, 64), widths=(8, 16, 16, 32, 32), fc_width=48)
 
@@ -47,22 +48,9 @@ class TorchVGGFaceDag(nn.Module):
         return self.fc8(torch.relu(self.fc7(torch.relu(self.fc6(x)))))
 
 
-def torchvision_vgg16(num_classes: int) -> nn.Module:
-    """torchvision's vgg16() structure (features.N, avgpool, classifier.N), built by hand."""
-    layers, cin = [], 3
-    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
-            cin = v
-    m = nn.Module()
-    m.features = nn.Sequential(*layers)
-    m.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-    m.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 4096),
-                                 nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes))
-    m.forward = lambda x: m.classifier(torch.flatten(m.avgpool(m.features(x)), 1))
-    return m.eval()
+# torchvision 0.x ``vgg16().state_dict()`` keys, written out: the layout the converter must read.
+TORCHVISION_KEYS = [f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+                    for p in ("weight", "bias")] + [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
 
 
 def _he_init(module: nn.Module, seed: int) -> nn.Module:
@@ -111,9 +99,11 @@ def test_vgg_face_dag_parity_and_checkpoint_roundtrip(tmp_path):
 
 
 def test_torchvision_parity_full_vgg16_224():
-    ref = _he_init(torchvision_vgg16(num_classes=10), 1)
+    ref = _he_init(torchvision_vgg.torch_vgg16(vgg.VGGConfig(num_classes=10)), 1)
     sd = ref.state_dict()
-    assert "features.28.weight" in sd and "classifier.6.bias" in sd
+    assert sorted(sd) == sorted(TORCHVISION_KEYS)
+    assert tuple(sd["features.28.weight"].shape) == (512, 512, 3, 3) and tuple(sd["classifier.0.weight"].shape) == (
+        4096, 25088)
     params, config = torchvision_vgg.convert(sd)
     assert config.input_size == (224, 224) and config.num_classes == 10 and vgg.VGGConfig().widths == config.widths
     rgb = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
@@ -128,13 +118,38 @@ def test_torchvision_parity_full_vgg16_224():
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_torchvision_cli_writes_a_model_with_the_torch_logits(tmp_path):
+    """``python -m converters.torchvision_vgg``: .pth in, a model directory out that loads with its card."""
+    config = vgg.VGGConfig(num_classes=3, widths=(4, 8, 8, 16, 16), fc_width=32)  # 224 px: pool5 7x7, few channels
+    ref = _he_init(torchvision_vgg.torch_vgg16(config), 2)
+    assert sorted(ref.state_dict()) == sorted(TORCHVISION_KEYS)
+    torch.save(ref.state_dict(), tmp_path / "tv.pth")
+    (tmp_path / "names.txt").write_text("female\nmale\n\nother\n")
+    torchvision_vgg.main(["--src", str(tmp_path / "tv.pth"), "--out", str(tmp_path / "m"), "--name", "tvsmall",
+                          "--class_names", str(tmp_path / "names.txt"), "--crop_policy", "loose",
+                          "--crop_margin", "0.2"])
+    m = models.load(tmp_path / "m")
+    assert (m.name, m.input_size, m.channels, m.class_names) == ("tvsmall", (224, 224), 3, ("female", "male", "other"))
+    assert (m.crop_policy, m.crop_margin, m.outputs_are_probs) == ("loose", 0.2, False)
+    rgb = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    x = ((rgb / 255.0 - np.array(vgg.IMAGENET_MEAN)) / np.array(vgg.IMAGENET_STD)).astype(np.float32)
+    want = _torch_logits(ref, x)  # torch on the ImageNet-normalised image, computed here
+    got = np.asarray(m(jnp.asarray(m.preprocess(rgb))))  # the card's preprocessing, then JAX
+    assert np.std(want) > 0.1
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    # The inverse (the torch port bench_throughput times) gives the source state dict back.
+    back = torchvision_vgg.to_state_dict(m.params, torchvision_vgg.config_of(m.params))
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
+
+
 def test_mismatched_state_dict_gives_one_error_naming_all():
     torch.manual_seed(0)
     sd = dict(TorchVGGFaceDag(SMALL).state_dict())
     del sd["conv3_1.bias"]                       # missing
     sd["fc9.weight"] = torch.zeros(3, 3)         # extra
     sd["conv2_2.weight"] = torch.zeros(16, 16, 5, 5)  # mis-shaped
-    with pytest.raises(common.WeightMismatchError) as err:
+    with pytest.raises(WeightMismatchError) as err:
         vgg_face_dag.convert(sd, SMALL)
     msg = str(err.value)
     assert "1 missing, 1 extra, 1 mis-shaped" in msg

@@ -176,7 +176,3 @@ def align_files(paths, workers: int = 2, cache_dir=None, num_faces: int = 4,
         stats.update(files=len(paths), aligned=sum(r.ok for r in results), cache_hits=hits,
                      detect_calls=calls, seconds=time.perf_counter() - t0)
     return results
-
-
-# Names used by cms_jax.pipeline.prepare before cache.py existed.
-_align_one, _cache_file, _cache_read, _cache_write = align_bytes, entry_path, read_entry, write_entry

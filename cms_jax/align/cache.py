@@ -12,10 +12,11 @@ import functools
 import hashlib
 import os
 import pathlib
-import tempfile
 import zipfile
 
 import numpy as np
+
+from cms_jax import storage
 
 _CACHE_VERSION = "align-v1"
 
@@ -62,19 +63,9 @@ def read_entry(path) -> dict | None:
 
 def write_entry(path, d: dict) -> None:
     """Stores an ``align_bytes`` dict atomically at ``path``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in d.items()
               if k in ("xy", "z", "matrix", "box", "num_faces")}
     arrays["reason"] = np.asarray(d.get("reason") or "")
     arrays["notes"] = np.asarray(list(d.get("notes", ())), dtype=str)
     arrays["hw"] = np.asarray(d.get("hw") if d.get("hw") is not None else [], np.int64)
-    # Write then rename, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    storage.save_npz(path, **arrays)  # written beside the entry, then renamed: never half a file

@@ -15,7 +15,7 @@ import numpy as np
 
 from cms_jax import regions, viz
 from cms_jax.figures import common, stats
-from cms_jax.projection import normalise, splat
+from cms_jax.projection import count_normalise, splat
 
 
 def figure(run: common.Run, out_dir: str, *, show: int = 3) -> dict:
@@ -39,7 +39,7 @@ def figure(run: common.Run, out_dir: str, *, show: int = 3) -> dict:
         sum_raw += p_star
         if i >= n:
             continue
-        p = np.asarray(normalise(p_star, count))
+        p = np.asarray(count_normalise(p_star, count))
         name = common.short_name(run.files[i])
         tiles += [viz.overlay(canon.image, p_star, cov), viz.overlay(canon.image, count, cov),
                   viz.overlay(canon.image, p, cov)]

@@ -10,7 +10,7 @@ import numpy as np
 
 from cms_jax.baselines.grid_occlusion import grid_occlusion
 from cms_jax.pipeline.prepare import FacePreparer, Prepared
-from cms_jax.pipeline.scoring import Scorer, canonical_patch_size
+from cms_jax.pipeline.scoring import Scorer, face_canonical_side
 from cms_jax.projection import canonical_map, reproject, sample_at, splat
 
 
@@ -18,7 +18,7 @@ def prepare_faces(scorer: Scorer, paths: list[str], workers: int = 0,
                   cache_dir: str | None = None) -> tuple[list[Prepared], list[dict]]:
     """Aligned model-size crops of ``paths``; returns (prepared faces, skipped files with reasons)."""
     good, skipped = [], []
-    preparer = FacePreparer(scorer.model, scorer.canon, scorer.cfg, workers=workers, cache_dir=cache_dir)
+    preparer = FacePreparer(scorer.model, workers=workers, cache_dir=cache_dir)
     try:
         for p in preparer.imap(paths):
             if p.reason is not None:
@@ -52,7 +52,7 @@ def vertex_drops(scorer: Scorer, faces: list[Prepared], patch_size: int = 0,
     patch = patch_size or scorer.patch
     res = scorer.engine.run(x, xy, valid=valid, targets=targets, patch_size=patch, fill=scorer.cfg.fill)
     return {"drops": res.drops, "valid": res.valid, "xy": xy, "targets": res.targets, "clean": res.clean,
-            "patch": int(patch), "f": canonical_patch_size(patch, scorer.model, scorer.canon)}
+            "patch": int(patch), "f": face_canonical_side(patch, scorer.model, scorer.canon)}
 
 
 def cis(scorer: Scorer, drops: np.ndarray, valid: np.ndarray, f: float | None = None) -> np.ndarray:

@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from cms_jax import sources
 from cms_jax.accumulate import CMSAccumulator
 from cms_jax.figures import common, stats
 
 SPLIT_NS = (10, 20, 50, 100, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 7000, 10000)
 THRESHOLDS = (0.9, 0.95)
+
+
+def rows_by_group(files, spec: str) -> dict[str, np.ndarray]:
+    """``{'all': every row}`` plus the rows of each group of a ``SOURCE:FIELD[+FIELD]`` spec."""
+    out = {"all": np.arange(len(files))}
+    names = np.asarray([n or "" for n in sources.read(spec, files)]) if spec else np.zeros(0)
+    for g in sorted(set(names) - {""}):
+        out[g] = np.flatnonzero(names == g)
+    return out
 
 
 def split_half(run: common.Run, idx: np.ndarray, ns=SPLIT_NS, orders: int = 5, seed: int = 0) -> dict:

@@ -15,6 +15,7 @@ from flax import nnx
 
 from cms_jax.models.base import FaceModel, make_preprocess
 from cms_jax.models.card import ModelCard
+from cms_jax.models.weights import check_tree
 from cms_jax.models.xception import KerasGraph
 
 # Keras weight name -> (sub-module path, Flax name); depthwise kernels are reshaped below.
@@ -48,8 +49,6 @@ def read_weights(path: str, expected: dict, *, source: str, kind_of: dict | None
     Raises:
       WeightMismatchError: listing every missing, extra and mis-shaped weight at once.
     """
-    from converters.common import check_tree  # one validation for every converter
-
     kind_of = kind_of or {}
     params: dict = {}
     with h5py.File(path, "r") as f:

@@ -58,7 +58,8 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
     if jax.process_index() != 0:
         return None
     analyse(out_dir, scorer.canon, scorer.coverage(), summary, grouping=cfg.groups,
-            group_maps=scorer.acc.group_results(scorer.acc_state) if cfg.groups else None)
+            group_maps=scorer.acc.group_results(scorer.acc_state) if cfg.groups else None,
+            align_cache=kw.get("align_cache"))
     return summary
 
 

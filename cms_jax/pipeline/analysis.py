@@ -1,4 +1,4 @@
-"""After a run: region table, per-group CMS, differences with significance, and the report.
+"""After a run: region table, smooth CMS, per-group CMS, differences with significance, top faces, report.
 
 Everything here reads the run's outputs (``cms.npy``, ``drops.npz``): no
 rescoring. Group CMSs come from the run's own group sums when given (the
@@ -6,7 +6,10 @@ main job accumulates them, reduced across processes), else from the stored
 drops, streamed in batches, so 20,000 images never become 20,000 maps in
 memory. The permutation test of each group difference renders the CIS maps
 of at most ``test_images`` images per group (a fixed random sample; the
-note in the report says how many).
+note in the report says how many) on a canvas of at most ``test_side`` px
+(the canonical face scaled down, f with it), so its memory and time do not
+grow with the display canvas; the difference it measures and its
+significance mask are shown scaled up to the canvas (nearest pixel).
 """
 from __future__ import annotations
 
@@ -16,77 +19,127 @@ import cv2
 import numpy as np
 
 from cms_jax import groups as grp
-from cms_jax import regions, viz
+from cms_jax import regions, storage
 from cms_jax.accumulate import cms_from_drops
-from cms_jax import storage
 from cms_jax.pipeline import outputs
+from cms_jax.pipeline.top_faces import top_faces
+from cms_jax.render import colours, panel, smooth
 from cms_jax.report import write_report
 
+REPORT_PANEL = 360  # px: width of a group or difference panel in the report (three to a row)
 
-def _diff_png(canon, diff: np.ndarray, significant: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    lim = float(np.abs(diff[coverage]).max()) if coverage.any() else 0.0
-    # Symmetric scale: no difference is the middle of the colour map (green).
-    im = viz.overlay(canon.image, diff, coverage, vrange=(-lim, lim) if lim > 0 else (-1.0, 1.0))
+
+def _diff_panel(canon, diff, significant, coverage, unit: str) -> tuple[np.ndarray, colours.Scale]:
+    """Difference map (no colour bar yet): diverging about zero; full colour and an outline where
+    significant, faded elsewhere."""
+    scale = colours.fit(diff, coverage, unit=unit, diverging=True)
+    im = panel.map_panel(canon.image, diff, coverage, scale, alpha=np.where(significant, 0.8, 0.25), legend=False)
     if significant.any():
         contours, _ = cv2.findContours(significant.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         im = np.ascontiguousarray(im)
-        cv2.drawContours(im, contours, -1, (255, 255, 255), 1)
-    return im
+        cv2.drawContours(im, contours, -1, (0, 0, 0), 1)
+    return im, scale
 
 
 def _sample(idx: np.ndarray, k: int, rng) -> np.ndarray:
     return idx if len(idx) <= k else np.sort(rng.choice(idx, k, replace=False))
 
 
+def _test_grid(canon, f: float, side: int):
+    """(vertices, canvas_hw, f) of the canonical face scaled to at most ``side`` px (itself when smaller)."""
+    s = min(1.0, side / max(canon.canvas_hw))
+    hw = tuple(max(1, int(round(n * s))) for n in canon.canvas_hw)
+    return canon.vertices * np.float32(s), hw, f * s
+
+
+def _group_differences(canon, per, lab, drops, valid, f, coverage, unit, *, permutations, alpha, test_images,
+                       test_side, rng) -> tuple[dict, dict, dict]:
+    """For each pair of groups: (panel, test summary, significance mask on the canvas), keyed 'A - B'."""
+    png, tests, masks = {}, {}, {}
+    xy_t, hw_t, f_t = _test_grid(canon, f, test_side)
+    h, w = canon.canvas_hw
+    for a, b in itertools.combinations(per, 2):
+        ia, ib = (_sample(np.nonzero(lab == g)[0], test_images, rng) for g in (a, b))
+        cis_a, cis_b = (grp.cis_maps(drops[i], valid[i], xy_t, hw_t, f_t) for i in (ia, ib))
+        t = grp.permutation_test(cis_a, cis_b, permutations=permutations, alpha=alpha)
+        sig = cv2.resize(t["significant"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        sig &= coverage
+        diff = cv2.resize(t["diff"], (w, h), interpolation=cv2.INTER_NEAREST)
+        name = f"{a} - {b}"
+        png[name], masks[name] = panel.with_legend(*_diff_panel(canon, diff, sig, coverage, f"{name}, {unit}"),
+                                                   width=REPORT_PANEL), sig
+        tests[name] = {"significant_pixels": int(sig.sum()), "covered_pixels": int(coverage.sum()),
+                       "images": [len(ia), len(ib)], "max_abs_diff": float(np.abs(diff[coverage]).max()),
+                       "test_canvas": list(hw_t)}
+    return png, tests, masks
+
+
 def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: str = "",
             group_maps: dict[str, np.ndarray] | None = None, permutations: int = 1000, alpha: float = 0.05,
-            min_group: int = 5, test_images: int = 500, seed: int = 0) -> dict:
-    """Write regions.json/.md, per-group maps and differences, and report.html into ``out_dir``.
+            min_group: int = 5, test_images: int = 500, seed: int = 0, test_side: int = 256,
+            align_cache=None, top_k: int = 6) -> dict:
+    """Write regions.json/.md, cms_smooth.png, per-group maps and differences, and report.html into ``out_dir``.
+
+    Returns:
+      ``regions`` and ``group_tests`` (as in regions.json), ``markdown``, ``significant`` (difference
+      name -> bool (H, W) mask on the canvas) and ``top_faces`` (region -> [(file, saliency)]).
 
     Args:
       group_maps: each group's CMS from the run's accumulator; None computes them from drops.npz.
       test_images: images per group (a seeded random sample) in each permutation test.
+      test_side: largest canvas side of the permutation test's maps.
+      align_cache: the run's landmark cache (for the faces shown; None runs MediaPipe on them).
+      top_k: faces shown per region.
     """
     out = storage.path(out_dir)
     cms = storage.load_npy(out / "cms.npy")
+    unit = colours.score_unit(summary)
     masks = regions.region_masks(canon.vertices[:468], canon.canvas_hw)
+    edges = panel.label_edges(masks)
+    z = storage.load_npz(out / "drops.npz")
+    files, drops, valid, f = z["files"], z["drops"], z["valid"], float(z["canonical_patch_size"])
+    reduce = summary.get("reduce", "mean")
     maps = {"all images": cms}
-    group_png, diff_png, notes, tests = {}, {}, [], {}
+    cms_png = panel.map_panel(canon.image, cms, coverage, colours.fit(cms, coverage, unit=unit), edges=edges)
+    values, seen = smooth.vertex_values(drops, valid, reduce)
+    sm, sm_mask = smooth.smooth_map(values, canon.vertices, canon.triangles, canon.canvas_hw, canon.depth, seen)
+    smooth_png = panel.map_panel(canon.image, sm, sm_mask, colours.fit(sm, sm_mask, unit=unit), edges=edges)
+    outputs.save_png(out / "cms_smooth.png", smooth_png)
+    group_png, diff_png, notes, tests, significant = {}, {}, [], {}, {}
     if grouping:
-        z = storage.load_npz(out / "drops.npz")
-        files, drops, valid, f = z["files"], z["drops"], z["valid"], float(z["canonical_patch_size"])
         lab = np.asarray([g or "" for g in grp.parse_grouping(grouping, files)])
         sizes = {g: int((lab == g).sum()) for g in sorted(set(lab) - {""})}
         if group_maps is None:
             group_maps = {g: cms_from_drops(drops[lab == g], valid[lab == g], canon.vertices, canon.canvas_hw, f,
-                                            reduce=summary.get("reduce", "mean")) for g in sizes}
+                                            reduce=reduce) for g in sizes}
         per = {g: m for g, m in sorted(group_maps.items()) if sizes.get(g, 0) >= min_group}
         notes.append(f"Grouping {grouping}: " + ", ".join(f"{g} ({sizes[g]})" for g in per)
-                     + f"; groups under {min_group} images left out.")
+                     + f"; groups under {min_group} images left out. One colour scale for all groups.")
+        if per:
+            shared = colours.joint([colours.fit(m, coverage, unit=unit) for m in per.values()])
         for g, m in per.items():
             maps[g] = m
-            group_png[g] = viz.overlay(canon.image, m, coverage)
+            body = panel.map_panel(canon.image, m, coverage, shared, edges=edges, legend=False)
+            outputs.save_png(out / f"cms_group_{g}.png", panel.with_legend(body, shared))
+            group_png[g] = panel.with_legend(body, shared, width=REPORT_PANEL)
             storage.save_npy(out / f"cms_group_{g}.npy", m.astype(np.float32))
-        rng = np.random.default_rng(seed)
-        for a, b in itertools.combinations(per, 2):
-            ia, ib = (_sample(np.nonzero(lab == g)[0], test_images, rng) for g in (a, b))
-            cis_a, cis_b = (grp.cis_maps(drops[i], valid[i], canon.vertices, canon.canvas_hw, f) for i in (ia, ib))
-            t = grp.permutation_test(cis_a, cis_b, permutations=permutations, alpha=alpha)
-            name = f"{a} - {b}"
-            diff_png[name] = _diff_png(canon, t["diff"], t["significant"] & coverage, coverage)
-            tests[name] = {"significant_pixels": int((t["significant"] & coverage).sum()),
-                           "covered_pixels": int(coverage.sum()), "images": [len(ia), len(ib)],
-                           "max_abs_diff": float(np.abs(t["diff"][coverage]).max())}
+        diff_png, tests, significant = _group_differences(
+            canon, per, lab, drops, valid, f, coverage, unit, permutations=permutations, alpha=alpha,
+            test_images=test_images, test_side=test_side, rng=np.random.default_rng(seed))
         notes.append(f"Permutation test: {permutations} permutations, two-sided Welch t, max-T corrected, "
-                     f"alpha {alpha}, on at most {test_images} images per group (seeded random sample).")
+                     f"alpha {alpha}, on at most {test_images} images per group (seeded random sample), "
+                     f"maps at most {test_side} px.")
     table, md = regions.shares_table(maps, masks, coverage)
     storage.write_json(out / "regions.json", {"regions": table, "group_tests": tests})
     storage.write_text(out / "regions.md", md)
-    for g, im in group_png.items():
-        outputs.save_png(out / f"cms_group_{g}.png", im)
-    write_report(out / "report.html", summary=summary,
-                 cms_png=viz.overlay(canon.image, cms, coverage),
+    cache = align_cache or (str(out / "align_cache") if storage.is_local(out_dir) else None)
+    try:
+        faces, face_notes = top_faces(files, drops, valid, canon, masks, summary, k=top_k, cache_dir=cache)
+    except Exception as e:  # the example faces are an illustration: never lose the report to them
+        faces, face_notes = {}, [f"No example faces: {type(e).__name__}: {e}"]
+    write_report(out / "report.html", summary=summary, cms_png=cms_png, smooth_png=smooth_png,
                  regions={k: v["share"] for k, v in table.items()},
                  densities={k: v["density"] for k, v in table.items()}, groups=group_png,
-                 diffs=diff_png, notes=notes)
-    return {"regions": table, "group_tests": tests, "markdown": md}
+                 diffs=diff_png, notes=notes, top_faces=faces, face_notes=face_notes)
+    return {"regions": table, "group_tests": tests, "markdown": md, "significant": significant, "top_faces": {
+        r: [(x["file"], x["value"]) for x in v["faces"]] for r, v in faces.items()}}

@@ -147,7 +147,7 @@ def _keras_side_by_side(cfg, files, drops, valid, targets, res) -> dict | str:
         return keras_reference.TF_MISSING
     scorer = Scorer(cfg)
     # The same host prep as the job (decode, MediaPipe, crop; no landmark cache), in this process.
-    preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=0, cache_dir=None)
+    preparer = FacePreparer(scorer.model, workers=0, cache_dir=None)
     try:
         prepared = [p for p in preparer.imap(files) if p.reason is None]
     finally:

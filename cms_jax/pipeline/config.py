@@ -29,8 +29,9 @@ class RunConfig:
       reduce: 'mean' (Eq. 6), 'sum' (the official code) or 'covered' (each pixel's mean over the
         images whose CIS reaches it; see `cms_jax.accumulate`).
       batch_size: work items (image, vertex) per device batch, over all devices.
-      label_from: '' (predicted class) or 'utkface_gender' to take the target from the file name
-        (checked against the model's class names; see `labels`).
+      label_from: '' (predicted class) or a ``SOURCE:FIELD`` spec (`cms_jax.sources`, e.g.
+        ``utkface:gender``) whose values name the target class (checked against the model's class
+        names; see `labels`).
       target: '' or one output (name or index) scored for every image; required for regression
         outputs (no argmax over regression values).
       reference: '' or ``csv:FILE`` of ``file,identity``: an embedding model is scored against the
@@ -54,7 +55,7 @@ class RunConfig:
     fill: float = 0.0
     subdivision: int = 0
     visibility: bool = True
-    canvas: int = 256
+    canvas: int = 512
     reduce: str = "mean"
     batch_size: int = 1024
     label_from: str = ""
@@ -83,9 +84,13 @@ class RunConfig:
             raise ValueError(f"onnx_backend must be 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
         if self.incremental not in (True, False, "auto"):
             raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
-        from cms_jax.pipeline.labels import RULES
-        if self.label_from not in RULES:
-            raise ValueError(f"label_from must be one of {RULES}, got {self.label_from!r}")
+        from cms_jax import sources
+        for name in ("label_from", "groups"):
+            if getattr(self, name):
+                try:
+                    sources.check(getattr(self, name))
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

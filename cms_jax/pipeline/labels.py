@@ -1,11 +1,13 @@
 """What each image is scored for (phi's target in Eq. 1), decided before scoring.
 
-* ``--label_from``: the class from the file name. The rule is built once per
-  run from the model's class names, so a rule that does not fit the model
-  (``utkface_gender`` on an expression model) is an error before any image is
-  read, and a model whose classes are ordered (man, woman) gets the right
-  indices. A file the rule cannot label is skipped with its reason; it never
-  stops the run.
+* ``--label_from=SOURCE:FIELD``: the class from a per-file source
+  (`cms_jax.sources`: ``utkface:gender``, ``csv:PATH``, ``celeba:PATH:ATTR``).
+  Every value the source can give is matched to one of the model's class names
+  (case-insensitive; male/man, female/woman are the same) when the rule is
+  built, so a rule that does not fit the model (``utkface:gender`` on an
+  expression model) is an error before any image is read, and a model whose
+  classes are ordered (man, woman) gets the right indices. A file the source
+  cannot label is skipped with its reason; it never stops the run.
 * ``--target``: one output for every image, by name or index. A regression
   model (head pose: yaw, pitch, roll) needs it: there is no argmax over
   regression values.
@@ -17,20 +19,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from cms_jax import groups
+from cms_jax import sources
 
-RULES = ("", "utkface_gender")
-_GENDER_NAMES = {"male": ("man", "male", "men", "m"), "female": ("woman", "female", "women", "f")}
+_SYNONYMS = {"male": ("man", "male", "men", "m"), "female": ("woman", "female", "women", "f")}
 
 
-def _gender_indices(model) -> dict[str, int]:
+def class_indices(spec: str, model) -> dict[str, int]:
+    """``{source value: class index}`` for every value `spec` can give; an error naming any misfit."""
     names = [str(n).strip().lower() for n in model.class_names]
-    found = {g: [i for i, n in enumerate(names) if n in words] for g, words in _GENDER_NAMES.items()}
-    if getattr(model, "output", "classes") != "classes" or any(len(v) != 1 for v in found.values()):
-        raise ValueError(f"--label_from=utkface_gender needs a classifier with one 'woman'/'female' and one "
-                         f"'man'/'male' class; model {model.name!r} has {getattr(model, 'output', 'classes')} "
-                         f"outputs named {tuple(model.class_names)}")
-    return {g: v[0] for g, v in found.items()}
+    output = getattr(model, "output", "classes")
+    found = {}
+    for v in sources.values(spec):
+        words = _SYNONYMS.get(v.lower(), (v.lower(),))
+        hits = [i for i, n in enumerate(names) if n in words]
+        if output != "classes" or len(hits) != 1:
+            raise ValueError(f"--label_from={spec} gives {v!r}, which matches {len(hits)} classes of model "
+                             f"{model.name!r} ({output} outputs named {tuple(model.class_names)}); each value "
+                             f"must name exactly one class")
+        found[v] = hits[0]
+    return found
 
 
 def output_index(target: str, model) -> int:
@@ -52,8 +59,6 @@ class LabelRule:
     """
 
     def __init__(self, spec: str, model, *, target: str = "", references: dict | None = None):
-        if spec not in RULES:
-            raise ValueError(f"label_from must be one of {RULES}, got {spec!r}")
         output = getattr(model, "output", "classes")
         if output == "embedding" and (spec or target):
             raise ValueError(f"model {model.name!r} outputs an embedding: it is scored by cosine similarity "
@@ -70,7 +75,8 @@ class LabelRule:
         self.spec = spec
         self._fixed = output_index(target, model) if target else None
         self._refs = references
-        self._index = _gender_indices(model) if spec == "utkface_gender" else {}
+        self._index = class_indices(spec, model) if spec else {}
+        self._read = sources.reader(spec) if spec else None
 
     def __bool__(self) -> bool:
         return bool(self.spec) or self._fixed is not None or self._refs is not None
@@ -83,7 +89,7 @@ class LabelRule:
             return (ref, None) if isinstance(ref, np.ndarray) else (None, ref or "no reference: not in --reference")
         if not self.spec:
             return None, None
-        g = groups.utkface_groups([path], "gender")[0]
-        if g is None:
-            return None, "no label: the file name is not UTKFace's AGE_GENDER_RACE_… with gender 0 or 1"
-        return self._index[g], None
+        v = self._read([path])[0]
+        if v is None:
+            return None, sources.missing_reason(self.spec)
+        return self._index[v], None

@@ -2,16 +2,22 @@
 
 ``drops.npz`` holds the per-image vertex drops (the canonical representation
 of each CIS) with the file names, so the CMS of any subset or group can be
-formed later without rescoring. Every file goes through `storage` (a local
-folder or an object-store URL).
+formed later without rescoring. ``cms.png`` is ``cms.npy`` pixel for pixel,
+drawn for reading (`cms_jax.render.panel`): colours in the score's units
+(diverging about zero when some drops are negative), the facial regions of
+the region table outlined, a colour bar inset. Every file goes through
+`storage` (a local folder or an object-store URL).
 """
 from __future__ import annotations
+
+import os
+import sys
 
 import cv2
 import numpy as np
 
-from cms_jax import viz
-from cms_jax import storage
+from cms_jax import regions, storage
+from cms_jax.render import colours, panel
 
 DROP_KEYS = ("files", "drops", "valid", "targets", "clean")
 
@@ -53,6 +59,7 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "model_output": scorer.model.output,
         **({"model_card": scorer.model.card_note} if getattr(scorer.model, "card_note", "") else {}),
         "crop_policy": scorer.model.crop_policy,
+        "crop_margin": float(scorer.model.crop_margin),
         "patch_size": int(scorer.patch),
         "canonical_patch_size": float(scorer.f),
         "score": cfg.score,
@@ -72,13 +79,23 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "faces_per_second": round(images_done / seconds, 3) if seconds > 0 else 0.0,
         "config": cfg.to_dict(),
         "fingerprint": cfg.fingerprint(),
+        "argv": list(sys.argv),  # the command line of this process (the report shows it)
+        "cwd": os.getcwd(),
     }
 
 
-def render_cms(cms: np.ndarray, canon, count_mask: np.ndarray | None = None) -> np.ndarray:
-    """The CMS over the canonical face's display image, jet colours, red high."""
+def region_edges(canon) -> np.ndarray | None:
+    """Outlines of the facial regions of the region table on the canvas (None off a MediaPipe face)."""
+    if canon.num_vertices < 468 or not canon.name.startswith("mediapipe"):
+        return None
+    return panel.label_edges(regions.region_masks(canon.vertices[:468], canon.canvas_hw))
+
+
+def render_cms(cms: np.ndarray, canon, count_mask: np.ndarray | None = None, unit: str = "") -> np.ndarray:
+    """The CMS over the canonical face (canvas size): colours in ``unit``, outlines, colour bar."""
     mask = count_mask if count_mask is not None else np.ones_like(cms, bool)
-    return viz.overlay(canon.image, cms, mask)
+    scale = colours.fit(cms, mask, unit=unit)
+    return panel.map_panel(canon.image, cms, mask, scale, edges=region_edges(canon))
 
 
 def save_png(dest, rgb: np.ndarray) -> None:
@@ -94,7 +111,7 @@ def write_final(out_dir, scorer, drops: dict[str, np.ndarray], summary_: dict) -
     out = storage.path(out_dir)
     cms = scorer.cms().astype(np.float32)
     storage.save_npy(out / "cms.npy", cms)
-    save_png(out / "cms.png", render_cms(cms, scorer.canon, scorer.coverage()))
+    save_png(out / "cms.png", render_cms(cms, scorer.canon, scorer.coverage(), colours.score_unit(summary_)))
     storage.save_npz(out / "drops.npz", canon_xy=scorer.canon.vertices.astype(np.float32),
                      canonical_patch_size=np.float32(scorer.f), **drops)
     write_summary(out_dir, summary_)

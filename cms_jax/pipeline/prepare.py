@@ -137,15 +137,12 @@ class FacePreparer:
 
     Args:
       model: the FaceModel (input size and crop policy are read from it).
-      canon: unused here; kept for symmetry with the scorer.
-      cfg: the RunConfig (unused fields ignored).
       workers: Grain worker processes; 0 runs in this process (tests, debugging).
       cache_dir: landmark cache folder (None disables the cache).
       in_flight: files prepared ahead of the consumer, over all workers.
     """
 
-    def __init__(self, model, canon, cfg, workers: int = 2, cache_dir: str | None = None,
-                 in_flight: int = 64):
+    def __init__(self, model, workers: int = 2, cache_dir: str | None = None, in_flight: int = 64):
         from cms_jax.assets import resolve
         model_path = str(resolve("face_landmarker"))
         self.settings = {

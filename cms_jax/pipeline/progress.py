@@ -45,36 +45,69 @@ class StageTimer:
 
 
 class Progress:
-    """Prints ``done/total  rate img/s  ETA`` to stderr, throttled."""
+    """One line, rewritten in place: ``[label] done/total unit  rate unit/s  note  ETA``, throttled.
 
-    def __init__(self, total: int, done: int = 0, label: str = "cms", stream=None, every_s: float = 1.0):
-        self.total, self.done, self.label = total, done, label
+    The one progress printer of the project: the CMS job counts images (note: images
+    skipped), fine-tuning counts optimiser steps (note: the loss and images/s).
+
+    Args:
+      total: count at the end.
+      done: count already done (a resumed run); the rate counts from here.
+      label: shown in brackets.
+      unit: what is counted ('images', 'steps').
+      stream: where the line goes (default stderr).
+      every_s: at most one line per this many seconds (the last one always).
+    """
+
+    def __init__(self, total: int, done: int = 0, label: str = "cms", unit: str = "images", stream=None,
+                 every_s: float = 1.0):
+        self.total, self.done, self.label, self.unit = total, done, label, unit
         self.start_done = done
         self.t0 = time.monotonic()
         self.last = 0.0
         self.every_s = every_s
         self.stream = stream or sys.stderr
+        self._ended = False
 
     @property
     def rate(self) -> float:
+        """Count per second since the start (or the resume)."""
         dt = time.monotonic() - self.t0
         return (self.done - self.start_done) / dt if dt > 0 else 0.0
 
-    def update(self, n: int, skipped: int = 0, force: bool = False) -> None:
+    def update(self, n: int, note=None, force: bool = False) -> None:
+        """Add ``n`` to the count and print the line when due.
+
+        Args:
+          n: newly done.
+          note: text after the rate, or a function returning it (called only when the line is
+            printed, e.g. one that reads a device value).
+          force: print even within ``every_s`` of the last line.
+        """
         self.done += n
         now = time.monotonic()
-        if not force and now - self.last < self.every_s and self.done < self.total:
+        if self._ended or (not force and now - self.last < self.every_s and self.done < self.total):
             return
         self.last = now
         rate = self.rate
         left = self.total - self.done
         eta = left / rate if rate > 0 else float("inf")
-        eta_s = "--:--" if eta == float("inf") else time.strftime("%H:%M:%S", time.gmtime(eta))
-        self.stream.write(f"\r[{self.label}] {self.done}/{self.total} images  "
-                          f"{rate:.1f} img/s  skipped {skipped}  ETA {eta_s}   ")
-        if self.done >= self.total:
+        eta_s = "--:--:--" if eta == float("inf") else time.strftime("%H:%M:%S", time.gmtime(eta))
+        text = note() if callable(note) else note
+        rate_s = f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
+        self.stream.write(f"\r[{self.label}] {self.done}/{self.total} {self.unit}  {rate_s} {self.unit}/s  "
+                          + (f"{text}  " if text else "") + f"ETA {eta_s}   ")
+        if self.done >= self.total and not self._ended:
             self.stream.write("\n")
+            self._ended = True
         self.stream.flush()
+
+    def close(self) -> None:
+        """End the line (once), e.g. when a run stops before ``total``."""
+        if not self._ended:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._ended = True
 
 
 def peak_rss_mb() -> float:

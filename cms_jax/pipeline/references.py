@@ -19,11 +19,11 @@ import numpy as np
 
 def read_identities(path: str) -> dict[str, str]:
     """``{base file name: identity}`` from a CSV of ``file,identity`` rows (header optional)."""
-    from cms_jax.groups import file_table
+    from cms_jax.sources import read_file_table
 
     if not os.path.isfile(path):
         raise ValueError(f"--reference=csv:{path}: no such file")
-    table = file_table(path)
+    table = read_file_table(path)
     if not table:
         raise ValueError(f"--reference=csv:{path}: no file,identity rows")
     return table
@@ -47,7 +47,7 @@ def identity_references(spec: str, scorer, files: list[str], *, workers: int = 2
     listed = [f for f in files if os.path.basename(f) in ident]
     out: dict[str, np.ndarray | str] = {f: "no reference: not in the --reference CSV" for f in files}
     emb: dict[str, np.ndarray] = {}
-    preparer = FacePreparer(scorer.model, scorer.canon, scorer.cfg, workers=workers, cache_dir=cache_dir)
+    preparer = FacePreparer(scorer.model, workers=workers, cache_dir=cache_dir)
     try:
         batch = []
         for p in list(preparer.imap(listed)) + [None]:

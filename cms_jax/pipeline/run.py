@@ -137,7 +137,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
     log = ThroughputLog(rows, done=done, seconds_before=seconds_before)
     progress = Progress(len(files), done=done, label=f"cms p{pi}") if show_progress else None
     with timer("pool"):
-        preparer = FacePreparer(scorer.model, scorer.canon, cfg, workers=workers, cache_dir=cache)
+        preparer = FacePreparer(scorer.model, workers=workers, cache_dir=cache)
         source = preparer.loader(files, state=input_state)
 
     def meta_now() -> dict:
@@ -179,7 +179,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
             done += len(chunk)
             log.update(done)
             if progress:
-                progress.update(len(chunk), skipped=len(skipped))
+                progress.update(len(chunk), note=f"skipped {len(skipped)}")
             policy.chunk(errors, f"process {pi}: {done} of {len(files)} images read, {scorer.count} scored, "
                                  f"{len(skipped)} skipped ({reason_counts(skipped)})")
             if time.monotonic() - last_ckpt >= checkpoint_every_s or done == len(files):

@@ -20,7 +20,7 @@ from cms_jax.align.visibility import visible_vertices
 from cms_jax.engine import EngineResult, OcclusionEngine
 from cms_jax.occlusion import default_patch_size
 from cms_jax.projection import splat
-from cms_jax import groups, sharding
+from cms_jax import sharding, sources
 from cms_jax.pipeline.failures import signature
 
 
@@ -35,13 +35,18 @@ class ChunkResult:
     clean: np.ndarray    # float32 (n,) confidence of the unoccluded image
 
 
-def canonical_patch_size(cfg_patch: int, model, canon) -> float:
-    """Side f of the square splatted on the canonical face (Algorithm 1, line 4).
+def face_canonical_side(cfg_patch: int, model, canon) -> float:
+    """Side f of the square splatted on the canonical face (Algorithm 1, line 4), face-size aware.
 
-    The paper uses f = sz * H_F / H_I, which assumes the face fills the input
-    as it fills the canvas (true for its whole-image CelebA inputs). With a
-    crop policy that adds context, the face fills 1 / (1 + margin) of the
-    input, so the same facial area is f = sz * H_face_canvas / H_face_input.
+    The paper uses f = sz * H_F / H_I (`cms_jax.projection.paper_canonical_side`), which
+    assumes the face fills the input as it fills the canvas (true for its whole-image CelebA
+    inputs; ``whole`` crops use it). With a crop policy that adds context, the face fills
+    1 / (1 + margin) of the input, so the same facial area is f = sz * H_face_canvas / H_face_input.
+
+    Args:
+      cfg_patch: the occlusion side sz in input pixels (0: the model's default).
+      model: the FaceModel (input size, crop policy and margin).
+      canon: the `CanonicalFace` (canvas and vertices).
     """
     h_in = model.input_size[0]
     sz = cfg_patch or default_patch_size(h_in)
@@ -67,7 +72,7 @@ class Scorer:
         self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.patch = cfg.patch_size or default_patch_size(self.model.input_size[0])
-        self.f = canonical_patch_size(cfg.patch_size, self.model, self.canon)
+        self.f = face_canonical_side(cfg.patch_size, self.model, self.canon)
         self.mesh = sharding.data_mesh(devices)  # default: this process's local devices
         self.forward = "incremental" if cfg.incremental else "dense"
         self.forward_note = ""
@@ -81,8 +86,8 @@ class Scorer:
         # bfloat16 runs score their first chunk in float32 too: summary.json["bf16_fidelity"].
         self.bf16_fidelity: float | None = None
         self._fp32: OcclusionEngine | None = None
-        self.group_names = groups.group_names(cfg.groups) if cfg.groups else ()
-        self._group_of = groups.grouper(cfg.groups) if cfg.groups else None  # tables read once
+        self.group_names = sources.values(cfg.groups) if cfg.groups else ()
+        self._group_of = sources.reader(cfg.groups) if cfg.groups else None  # tables read once
         self.acc = CMSAccumulator(self.canon.canvas_hw, reduce=cfg.reduce, groups=self.group_names)
         self.acc_state = self.acc.empty_state()
 

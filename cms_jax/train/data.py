@@ -94,7 +94,7 @@ def load_faces(files: Sequence[str], labels: np.ndarray, input_hw: tuple[int, in
 
         from cms_jax.pipeline.prepare import FacePreparer
 
-        prep = FacePreparer(dc.replace(model, input_size=(h, w)), None, None, workers=workers, cache_dir=cache_dir)
+        prep = FacePreparer(dc.replace(model, input_size=(h, w)), workers=workers, cache_dir=cache_dir)
         try:
             for i, p in enumerate(prep.imap(list(files))):
                 if p.reason:

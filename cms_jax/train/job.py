@@ -26,7 +26,7 @@ class FinetuneConfig:
     """A fine-tuning run (the flags of ``experiments/finetune.py``)."""
 
     images: str                      # folder, glob, .txt list (cms_jax.pipeline.inputs.expand_images)
-    labels: str = "utkface:gender"   # utkface:gender|age, celeba:PATH:ATTRIBUTE, csv:PATH
+    labels: str = "utkface:gender"   # utkface:gender|age_bin|race, celeba:PATH:ATTRIBUTE, csv:PATH
     backbone: str = "vgg_face"       # vgg_face | tiny | scratch
     weights: str = ""                # converted VGG-Face directory (backbone vgg_face)
     input_size: int = 0              # tiny / scratch input side (0: 32 / 64)
@@ -71,7 +71,7 @@ def _faces(cfg: FinetuneConfig, bb: backbone.Backbone, workers: int, cache_dir: 
 
 
 def finetune(cfg: FinetuneConfig, out_dir: str, *, resume: bool = False, workers: int = 2,
-             stop_at: int | None = None, mesh=None, stream=None) -> dict:
+             stop_at: int | None = None, mesh=None, stream=None, align_cache: str | None = None) -> dict:
     """Run (or resume) a fine-tuning job; returns the summary (also written to summary.json).
 
     Args:
@@ -82,6 +82,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str, *, resume: bool = False, workers
       stop_at: stop after this step, checkpointed (tests, time-boxed runs); resume later.
       mesh: the ``data`` mesh (default: all local devices).
       stream: progress output (default stderr).
+      align_cache: landmark cache folder (default ``out_dir/align_cache``); share one between the
+        runs of several tasks on the same faces, since alignment does not depend on the task.
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -93,7 +95,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str, *, resume: bool = False, workers
     if cfg.crop_policy or cfg.crop_margin >= 0:
         bb = dataclasses.replace(bb, crop_policy=cfg.crop_policy or bb.crop_policy,
                                  crop_margin=cfg.crop_margin if cfg.crop_margin >= 0 else bb.crop_margin)
-    faces, names = _faces(cfg, bb, workers, os.path.join(out_dir, "align_cache"))
+    faces, names = _faces(cfg, bb, workers, align_cache or os.path.join(out_dir, "align_cache"))
     val = data.is_validation(faces.files, cfg.val_fraction)
     train_set, val_set = faces.subset(~val), faces.subset(val)
     norm = bb.normalisation

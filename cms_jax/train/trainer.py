@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from cms_jax.pipeline.progress import Progress
 from cms_jax.sharding import data_mesh, data_sharding, num_shards, pad_to, replicated, round_up
 from cms_jax.train import data
 from cms_jax.train.checkpoint import TrainCheckpoint
@@ -63,26 +63,6 @@ def accuracy(predict, params, faces: data.FaceSet, preprocess, mesh, batch_size:
         pred = np.asarray(predict(params, jax.device_put(pad_to(x, b), data_sharding(mesh))))[:n]
         right += int((pred == faces.labels[i:i + n]).sum())
     return right / len(faces)
-
-
-class _Progress:
-    """``step s/N  loss  steps/s (img/s)  ETA`` on one line, at most once per `every_s`."""
-
-    def __init__(self, total, start, batch, stream, every_s):
-        self.total, self.start, self.batch, self.stream, self.every_s = total, start, batch, stream, every_s
-        self.t0, self.last = time.monotonic(), 0.0
-
-    def show(self, step, loss_fn, force=False):
-        now = time.monotonic()
-        if not force and now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = (step - self.start) / max(now - self.t0, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        eta_s = "--:--:--" if eta == float("inf") else time.strftime("%H:%M:%S", time.gmtime(eta))
-        self.stream.write(f"\r[finetune] step {step}/{self.total}  loss {loss_fn():.4f}  {rate:.2f} steps/s "
-                          f"({rate * self.batch:.1f} img/s)  ETA {eta_s}   ")
-        self.stream.flush()
 
 
 @dataclasses.dataclass
@@ -144,14 +124,18 @@ def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, 
     params, opt_state = jax.device_put(params, rep), jax.device_put(opt_state, rep)
     train_step, predict = make_train_step(graphdef, tx, mesh), make_predict(graphdef, mesh)
     end = steps if stop_at is None else min(stop_at, steps)
-    progress = _Progress(steps, start, batch_size, stream, every_s)
+    progress = Progress(steps, done=start, label="finetune", unit="steps", stream=stream, every_s=every_s)
+
+    def note() -> str:  # read only when the line is printed
+        return f"loss {float(loss):.4f}  {progress.rate * batch_size:.1f} img/s"
+
     dat = data_sharding(mesh)
     loss = None
     for s in range(start, end):
         x, y = data.train_batch(train_set, preprocess, batch_size, seed, s, flip)
         params, opt_state, loss = train_step(params, opt_state, jax.device_put(x, dat), jax.device_put(y, dat))
         sums = [sums[0] + float(loss), sums[1] + 1]  # float() syncs once a step: cheap next to the step
-        progress.show(s + 1, lambda: float(loss))
+        progress.update(1, note=note)
         if (s + 1) % spe == 0 or s + 1 == steps:
             acc = accuracy(predict, params, val_set, preprocess, mesh)
             history.append({"epoch": s // spe, "step": s + 1, "train_loss": sums[0] / max(sums[1], 1),
@@ -163,7 +147,7 @@ def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, 
             ckpt.save(s + 1, params, opt_state, {"step": s + 1, "epoch": (s + 1) // spe, "history": history,
                                                  "epoch_loss": sums, "fingerprint": fingerprint})
     if loss is not None:
-        progress.show(end, lambda: float(loss), force=True)
-        stream.write("\n")
+        progress.update(0, note=note, force=True)
+        progress.close()
     ckpt.close()
     return TrainResult(jax.tree.map(np.asarray, params), max(end, start), history, end >= steps)

@@ -1,0 +1,115 @@
+"""Pieces of the HTML report: embedded images, tables, bar charts, the header and the command line.
+
+Every image is a ``data:`` URI (the report is one self-contained file, no
+scripts); maps are PNG (exact colours), photos JPEG (small).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import shlex
+
+import cv2
+import numpy as np
+
+PALETTE = ("#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214", "#35978f", "#8c510a", "#c51b7d")
+
+
+def img(rgb: np.ndarray, width: int | None = None, fmt: str = "png", alt: str = "") -> str:
+    """An ``<img>`` holding ``rgb`` (uint8 RGB) as a data URI; ``width`` in CSS px (default: its own)."""
+    ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 85]) if fmt == "jpeg" else (".png", [])
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]), params)
+    if not ok:
+        raise ValueError("could not encode an image for the report")
+    data = base64.b64encode(buf.tobytes()).decode()
+    w = width or rgb.shape[1]
+    return (f'<img width="{w}" height="{int(round(w * rgb.shape[0] / rgb.shape[1]))}" alt="{html.escape(alt)}" '
+            f'src="data:image/{fmt};base64,{data}">')
+
+
+def figure(image_html: str, caption: str) -> str:
+    return f"<figure>{image_html}<figcaption>{caption}</figcaption></figure>"
+
+
+def table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
+    """Rows of numbers: ``{row name: {column: value}}``."""
+    if not rows:
+        return "<p>(none)</p>"
+    cols = list(next(iter(rows.values())))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{fmt.format(v[c])}</td>" for c in cols) + "</tr>"
+        for name, v in rows.items())
+    return f"<table><tr><th></th>{head}</tr>{body}</table>"
+
+
+def bar_chart(rows: dict[str, dict[str, float]], unit: str = "%") -> str:
+    """Horizontal bars, one group of bars per column (region), one bar per row (map), in CSS only.
+
+    Bars are scaled so the largest value fills the width.
+    """
+    if not rows:
+        return "<p>(none)</p>"
+    names = list(rows)
+    cols = list(next(iter(rows.values())))
+    top = max((v for r in rows.values() for v in r.values()), default=0.0) or 1.0
+    key = "".join(f"<span class='key'><i style='background:{PALETTE[i % len(PALETTE)]}'></i>{html.escape(n)}</span>"
+                  for i, n in enumerate(names))
+    body = ""
+    for c in cols:
+        bars = "".join(
+            f"<div class='bar'><i style='width:{max(rows[n][c], 0) / top * 100:.2f}%;"
+            f"background:{PALETTE[i % len(PALETTE)]}'></i><span>{rows[n][c]:.1f}{unit}</span></div>"
+            for i, n in enumerate(names))
+        body += f"<tr><th>{html.escape(c.replace('_', ' '))}</th><td class='bars'>{bars}</td></tr>"
+    return f"<p>{key}</p><table class='chart'>{body}</table>"
+
+
+def command_line(summary: dict) -> str:
+    """The command that reproduces the run: its own ``argv`` when it was ``experiments.cms``, else the
+    equivalent ``experiments.cms`` flags read from its configuration; prefixed by its folder."""
+    argv = summary.get("argv") or []
+    if argv and argv[0].replace(os.sep, "/").endswith("experiments/cms.py"):
+        cmd = "python -m experiments.cms " + shlex.join(argv[1:])
+    else:
+        from cms_jax.pipeline.config import RunConfig
+        cfg, default = summary.get("config", {}), RunConfig().to_dict()
+        flags = []
+        for k, v in cfg.items():
+            if k in default and (v != default[k] or k in ("model", "images", "canvas")):
+                if isinstance(v, bool):
+                    flags.append(f"--{'' if v else 'no'}{k}")
+                elif not (k == "incremental" and v == "auto"):
+                    flags.append(f"--{k}={shlex.quote(str(v))}")
+        cmd = "python -m experiments.cms " + " ".join(flags) + "  # equivalent flags (run from Python)"
+    cwd = summary.get("cwd")
+    return (f"cd {shlex.quote(cwd)} && " if cwd else "") + cmd
+
+
+def header(summary: dict, unit: str) -> str:
+    """Who, what, how fast, how: model, images, skipped (reasons and counts), speed, maps, command."""
+    s = summary
+    skipped = s.get("images_skipped", [])
+    reasons = s.get("skipped_reasons") or {}
+    if not reasons:
+        for k in skipped:
+            reasons[str(k.get("reason"))] = reasons.get(str(k.get("reason")), 0) + 1
+    why = ", ".join(f"{html.escape(r)}: {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    inp = "×".join(str(v) for v in s.get("model_input", [])) or "?"
+    canvas = "×".join(str(v) for v in s.get("canvas", [])) or "?"
+    rows = [
+        ("Model", f"<b>{html.escape(str(s.get('model')))}</b> ({html.escape(str(s.get('model_name', '')))}, "
+                  f"{html.escape(str(s.get('model_output', '')))}, input {inp} px, "
+                  f"{html.escape(str(s.get('crop_policy', '')))} crop)"),
+        ("Images", f"{s.get('images_done')} scored of {s.get('images_total')}; {len(skipped)} skipped"
+                   + (f" ({why})" if why else "")),
+        ("Speed", f"{s.get('seconds', 0):.1f} s, {s.get('faces_per_second', 0):.2f} faces/s "
+                  f"({html.escape(str(s.get('forward', '')))}, {html.escape(str(s.get('dtype', '')))}"
+                  f"{', ' + str(s.get('processes')) + ' processes' if s.get('processes', 1) > 1 else ''})"),
+        ("Maps", f"{html.escape(unit)} (Eq. 1) at {s.get('vertices')} vertices; occlusion square "
+                 f"{s.get('patch_size')} px on the input, f = {float(s.get('canonical_patch_size', 0)):.1f} px on "
+                 f"the {canvas} px canvas; CMS = {html.escape(str(s.get('reduce', 'mean')))} of the CIS maps (Eq. 6)"),
+    ]
+    out = "<table class='head'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    return out + f"<p>Reproduce:</p><pre>{html.escape(command_line(s))}</pre>"
