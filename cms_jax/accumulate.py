@@ -16,7 +16,9 @@ number of images whose CIS reaches it instead; the state always counts them
 
 Per-image drop vectors are the canonical record of a CIS; keeping them is the
 caller's job, and :func:`cms_from_drops` forms the CMS of any subset from them
-without rescoring.
+without rescoring. Each image's CIS is splatted with its own canonical side
+f_i (Algorithm 1, line 4): one side for every image of a run with ``loose`` or
+``tight`` crops, one per image with ``whole`` crops (drops.npz keeps them).
 """
 from __future__ import annotations
 
@@ -37,16 +39,39 @@ REDUCES = ("mean", "sum", "covered")
 def _sum_of_cis(values, ok, bounds, member, canvas_hw):
     """Sums over a batch of images of their CIS maps P_i (Eqs. 4-5): all of them, and per group.
 
-    ``member`` (B, G) is 1 where image b belongs to group g; returns the sums of the maps
-    ((H, W), (G, H, W)) and the numbers of images covering each pixel (same shapes).
+    ``bounds`` is (V, 4) when every image has the same canonical side (one splat of all rows) or
+    (B, V, 4), each image's squares at its own side. ``member`` (B, G) is 1 where image b belongs
+    to group g; returns the sums of the maps ((H, W), (G, H, W)) and the numbers of images covering
+    each pixel (same shapes).
     """
     b = values.shape[0]
-    rows = splat_rows(jnp.concatenate([jnp.where(ok, values, 0.0), ok.astype(jnp.float32)]),
-                      bounds, canvas_hw)
-    maps = count_normalise(rows[:b], rows[b:])
-    reach = (rows[b:] > 0).astype(jnp.float32)  # pixels each image's CIS covers (N_i > 0, Eq. 5)
+    vals, ones = jnp.where(ok, values, 0.0), ok.astype(jnp.float32)
+    if bounds.ndim == 2:
+        rows = splat_rows(jnp.concatenate([vals, ones]), bounds, canvas_hw)
+        p_star, count = rows[:b], rows[b:]
+    else:
+        rows = jax.vmap(lambda w, bd: splat_rows(w, bd, canvas_hw))(jnp.stack([vals, ones], 1), bounds)
+        p_star, count = rows[:, 0], rows[:, 1]
+    maps = count_normalise(p_star, count)
+    reach = (count > 0).astype(jnp.float32)  # pixels each image's CIS covers (N_i > 0, Eq. 5)
     return (maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member), reach.sum(axis=0),
             jnp.einsum("bhw,bg->ghw", reach, member))
+
+
+def per_image_sides(f, n: int) -> np.ndarray:
+    """The canonical side of each of ``n`` images, float64 (n,), from one side or one per image.
+
+    Raises:
+        ValueError: ``f`` is neither a scalar nor (n,), or a side is not finite and > 0.
+    """
+    sides = np.asarray(f, np.float64)
+    if sides.ndim > 1 or (sides.ndim == 1 and sides.shape != (n,)):
+        raise ValueError(f"f must be one canonical side or one per image ({n},), got shape {sides.shape}")
+    sides = np.broadcast_to(sides, (n,))
+    bad = ~(np.isfinite(sides) & (sides > 0))
+    if bad.any():
+        raise ValueError(f"canonical sides must be finite and > 0, got {sides[bad][:5]}")
+    return sides
 
 
 class CMSAccumulator:
@@ -64,7 +89,7 @@ class CMSAccumulator:
 
         acc = CMSAccumulator((619, 619))
         state = acc.empty_state()
-        state = acc.add_drops(state, result.drops, result.valid, canon_xy, f)
+        state = acc.add_drops(state, result.drops, result.valid, canon_xy, result.sides)
         cms = acc.result(state)                 # (H_F, W_F) float32
     """
 
@@ -105,7 +130,7 @@ class CMSAccumulator:
                              f"keys {sorted(state)} with sum shape {np.shape(state.get('sum'))}")
 
     def add_drops(self, state: dict[str, Any], drops: np.ndarray, valid: np.ndarray | None,
-                  canon_xy: np.ndarray, f: float, group_of=None) -> dict[str, Any]:
+                  canon_xy: np.ndarray, f, group_of=None) -> dict[str, Any]:
         """Adds the CIS maps (Eqs. 4-5) of one (V,) or many (N, V) drop vectors.
 
         Args:
@@ -113,7 +138,8 @@ class CMSAccumulator:
             drops: per-vertex drops S_v, (V,) or (N, V).
             valid: matching bool mask, or None (all valid).
             canon_xy: (V, 2) canonical vertex positions in canvas pixels.
-            f: canonical square side ``f = sz * H_F / H_I``.
+            f: the canonical square side, one for every image or an (N,) array, one per
+                image (``whole`` crops: `cms_jax.pipeline.geometry.face_canonical_side`).
             group_of: each image's group name (or None: in no group), when the
                 accumulator keeps group sums.
 
@@ -140,7 +166,11 @@ class CMSAccumulator:
                     if g not in index:
                         raise ValueError(f"add_drops: group {g!r} is not one of {self.groups}")
                     member[b, index[g]] = 1.0
-        bounds = jnp.asarray(square_bounds(canon_xy, f, self.canvas_hw))
+        sides = per_image_sides(f, len(drops))
+        if len(sides) > 1 and (sides != sides[0]).any():  # (N, V, 4): each image's squares at its side
+            bounds = np.stack([square_bounds(canon_xy, side, self.canvas_hw) for side in sides])
+        else:  # (V, 4): one side, the same squares for every image (loose and tight crops)
+            bounds = square_bounds(canon_xy, sides[0] if len(sides) else 1.0, self.canvas_hw)
         total = np.asarray(state["sum"], np.float64).copy()
         covered = np.asarray(state.get("covered", np.zeros(self.canvas_hw)), np.float64).copy()
         by_group = np.zeros(member.shape[1:] + self.canvas_hw, np.float64)
@@ -149,7 +179,8 @@ class CMSAccumulator:
             d, o, m = drops[s:s + self.batch], ok[s:s + self.batch], member[s:s + self.batch]
             pad = self.batch - len(d)  # padded images have no valid vertex, so P_i = 0
             d, o, m = (np.pad(a, ((0, pad), (0, 0))) for a in (d, o, m))
-            all_, per, cov, cov_per = _sum_of_cis(d, o, bounds, m, self.canvas_hw)
+            bd = bounds if bounds.ndim == 2 else np.pad(bounds[s:s + self.batch], ((0, pad), (0, 0), (0, 0)))
+            all_, per, cov, cov_per = _sum_of_cis(d, o, jnp.asarray(bd), m, self.canvas_hw)
             total += np.asarray(all_, np.float64)
             by_group += np.asarray(per, np.float64)
             covered += np.asarray(cov, np.float64)
@@ -202,7 +233,7 @@ class CMSAccumulator:
 
 
 def cms_from_drops(drops: np.ndarray, valid: np.ndarray | None, canon_xy: np.ndarray,
-                   canvas_hw: tuple[int, int], f: float, reduce: str = "mean") -> np.ndarray:
+                   canvas_hw: tuple[int, int], f, reduce: str = "mean") -> np.ndarray:
     """The CMS (Eq. 6) of stored per-image drop vectors, without rescoring.
 
     Args:
@@ -210,7 +241,7 @@ def cms_from_drops(drops: np.ndarray, valid: np.ndarray | None, canon_xy: np.nda
         valid: (N, V) bool or None (all valid).
         canon_xy: (V, 2) canonical vertex positions.
         canvas_hw: (H_F, W_F).
-        f: canonical square side.
+        f: canonical square side, one for all or (N,) one per image (drops.npz's ``canonical_side``).
         reduce: 'mean' (Eq. 6), 'sum' or 'covered'.
 
     Returns:

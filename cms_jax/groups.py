@@ -20,8 +20,12 @@ def parse_grouping(spec: str, files) -> list[str | None]:
 
 
 def cis_maps(drops, valid, canon_xy, canvas_hw, f) -> np.ndarray:
-    """Every image's CIS map (N, H_F, W_F) float32, rendered from its drop vector (Eqs. 4-5)."""
-    return np.stack([canonical_map(d, canon_xy, canvas_hw, f, v) for d, v in zip(drops, valid)])
+    """Every image's CIS map (N, H_F, W_F) float32, rendered from its drop vector (Eqs. 4-5).
+
+    ``f``: the canonical side, one for all images or (N,), each image's own (drops.npz's ``canonical_side``).
+    """
+    sides = np.broadcast_to(np.asarray(f, np.float64), (len(drops),))
+    return np.stack([canonical_map(d, canon_xy, canvas_hw, s, v) for d, v, s in zip(drops, valid, sides)])
 
 
 def group_cms(maps: np.ndarray, groups: list[str | None], min_size: int = 1) -> dict[str, np.ndarray]:

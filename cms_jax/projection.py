@@ -111,8 +111,8 @@ def canonical_map(values: np.ndarray, canon_xy: np.ndarray, canvas_hw: tuple[int
         canon_xy: (V, 2) canonical positions in canvas pixels.
         canvas_hw: (H_F, W_F).
         side: the canonical square side f in canvas pixels (not the occlusion side sz in
-            input pixels): `paper_canonical_side`, or the pipeline's
-            `cms_jax.pipeline.scoring.face_canonical_side`.
+            input pixels): `paper_canonical_side`, or this image's side from the pipeline's
+            `cms_jax.pipeline.geometry.face_canonical_side`.
         valid: optional (V,) bool mask of vertices to use.
 
     Returns:
@@ -122,12 +122,36 @@ def canonical_map(values: np.ndarray, canon_xy: np.ndarray, canvas_hw: tuple[int
     return np.asarray(count_normalise(p_star, count), np.float32)
 
 
+def square_coverage(xy: np.ndarray, hw: tuple[int, int], sides) -> np.ndarray:
+    """bool (H, W): the pixels that the square of some point reaches, for any side in ``sides``.
+
+    The union over the sides of ``splat(ones, xy, hw, side)[1] > 0`` (N > 0 in Eq. 5 with every
+    point), computed exactly on integer square bounds (a 2-D difference array), so a run whose
+    images each have their own canonical side (``whole`` crops) costs one pass per distinct side.
+
+    Args:
+        xy: (V, 2) positions (x = column, y = row).
+        hw: (H, W) of the canvas.
+        sides: a square side or an array of them (e.g. a run's per-image canonical sides).
+    """
+    h, w = int(hw[0]), int(hw[1])
+    diff = np.zeros((h + 1) * (w + 1), np.int64)
+    unique = np.unique(np.asarray(sides, np.float64).ravel())
+    for lo in range(0, len(unique), 512):  # bounded memory for 20,000 distinct sides
+        b = np.concatenate([square_bounds(xy, s, (h, w)) for s in unique[lo:lo + 512]]).astype(np.int64)
+        b = b[(b[:, 0] < b[:, 1]) & (b[:, 2] < b[:, 3])]  # empty squares reach nothing
+        x1, x2, y1, y2 = b.T
+        for rows, cols, sign in ((y1, x1, 1), (y1, x2, -1), (y2, x1, -1), (y2, x2, 1)):
+            diff += sign * np.bincount(rows * (w + 1) + cols, minlength=diff.size)
+    return diff.reshape(h + 1, w + 1).cumsum(0).cumsum(1)[:h, :w] > 0
+
+
 def paper_canonical_side(patch_size: float, canvas_h: int, input_h: int) -> float:
     """Algorithm 1 line 4, as the paper writes it: ``f = sz * H_F / H_I``.
 
     Right when the face fills the model input as it fills the canvas (the paper's whole
-    CelebA images); the main job uses `cms_jax.pipeline.scoring.face_canonical_side`, which
-    scales by the face's height instead.
+    CelebA images); the main job uses `cms_jax.pipeline.geometry.face_canonical_side`, which
+    scales by the face's height instead (per image for ``whole`` crops).
 
     Args:
         patch_size: the occlusion side sz in input pixels.

@@ -87,6 +87,17 @@ def command_line(summary: dict) -> str:
     return (f"cd {shlex.quote(cwd)} && " if cwd else "") + cmd
 
 
+def canonical_side(summary: dict) -> str:
+    """The run's canonical square side f for the header: one value, or its range over the images."""
+    f = summary.get("canonical_side") or {}
+    if not f:  # a summary written before the sides were per image
+        old = summary.get("canonical_patch_size")
+        return "?" if old is None else f"{float(old):.1f}"
+    if f["min"] == f["max"]:
+        return f"{f['min']:.1f}"
+    return f"{f['min']:.1f}-{f['max']:.1f} (per image, median {f['median']:.1f})"
+
+
 def header(summary: dict, unit: str) -> str:
     """Who, what, how fast, how: model, images, skipped (reasons and counts), speed, maps, command."""
     s = summary
@@ -108,7 +119,7 @@ def header(summary: dict, unit: str) -> str:
                   f"({html.escape(str(s.get('forward', '')))}, {html.escape(str(s.get('dtype', '')))}"
                   f"{', ' + str(s.get('processes')) + ' processes' if s.get('processes', 1) > 1 else ''})"),
         ("Maps", f"{html.escape(unit)} (Eq. 1) at {s.get('vertices')} vertices; occlusion square "
-                 f"{s.get('patch_size')} px on the input, f = {float(s.get('canonical_patch_size', 0)):.1f} px on "
+                 f"{s.get('patch_size')} px on the input, f = {canonical_side(s)} px on "
                  f"the {canvas} px canvas; CMS = {html.escape(str(s.get('reduce', 'mean')))} of the CIS maps (Eq. 6)"),
     ]
     out = "<table class='head'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"

@@ -12,8 +12,12 @@ import cv2
 import numpy as np
 
 
-def normalise(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Min-max scale to [0, 1] over ``mask`` (all pixels when None); constant maps give 0."""
+def minmax_scale(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Min-max scale to [0, 1] over ``mask`` (all pixels when None); constant maps give 0.
+
+    For display only: not Eq. 5's count normalisation (`projection.count_normalise`) nor Eq. 8's
+    heatmap normalisation (`metrics.normalize_heatmaps`).
+    """
     v = np.asarray(values, np.float64)
     sel = v[mask] if mask is not None and mask.any() else v
     lo, hi = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
@@ -45,7 +49,7 @@ def overlay(face_rgb: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = No
     if face.shape[:2] != heat.shape:
         face = cv2.resize(face, (heat.shape[1], heat.shape[0]), interpolation=cv2.INTER_AREA)
     if vrange is None:
-        scaled = normalise(heat, mask)
+        scaled = minmax_scale(heat, mask)
     else:
         lo, hi = vrange
         scaled = (np.asarray(heat, np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(heat.shape)

@@ -10,7 +10,7 @@ host workers, scoring, splat + accumulate, writes, checkpoints) and
 ``host_seconds`` (decode + MediaPipe, crop: summed over the workers), achieved
 FLOP/s against a jitted 2048x2048 fp32 matmul timed in the same run, and peak
 RSS. When TensorFlow is importable (never a dependency) the same Keras file is
-run by the dense procedure a Keras user would write (`cms_jax.pipeline.
+run by the dense procedure a Keras user would write (`cms_jax.bench.
 keras_reference`: numpy occluded copies, ``predict_on_batch`` in batches of
 1024) on the same faces, after the job; its drops are checked against the
 job's. For that side by side, a scratch venv with TensorFlow:
@@ -25,11 +25,9 @@ after the engine work of issue 12 (one run each, minutes apart):
   Peak RSS about 1.5 GiB. Before the engine work the dense job was 0.31x Keras.
 
 Smoke (seconds): python -m experiments.bench_job --smoke --out=/tmp/bench_job
-"""
-import dataclasses
-import json
-import os
 
+The logic is `cms_jax.bench.job`.
+"""
 from absl import app, flags, logging
 
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob or list of images (default: faces/utkface_22k).")
@@ -47,23 +45,12 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 Cele
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from cms_jax.pipeline import RunConfig, bench, default_images
+    from cms_jax.bench import job
 
-    smoke = _SMOKE.value
-    kw = {}
-    if _DTYPE.value != "float32" or any(f.name == "dtype" for f in dataclasses.fields(RunConfig)):
-        kw["dtype"] = _DTYPE.value  # a RunConfig without the field refuses bfloat16 here
-    cfg = RunConfig(model="tiny" if smoke else _MODEL.value,
-                    images=default_images() if smoke else (_IMAGES.value or bench.default_images()),
-                    max_images=4 if smoke else _MAX_IMAGES.value, incremental=_INCREMENTAL.value, **kw)
-    res = bench.bench_job(cfg, workers=_WORKERS.value, warmup_images=_WARMUP.value,
-                          matmul_n=256 if smoke else 2048, keras=_KERAS.value)
-    os.makedirs(_OUT.value, exist_ok=True)
-    path = os.path.join(_OUT.value, "bench_job.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=2)
-    bench.print_report(res)
-    print(f"wrote {path}")
+    cfg = job.JobBenchConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, model=_MODEL.value,
+                             incremental=_INCREMENTAL.value, dtype=_DTYPE.value, workers=_WORKERS.value,
+                             warmup_images=_WARMUP.value, keras=_KERAS.value, smoke=_SMOKE.value)
+    job.run(cfg, _OUT.value)
 
 
 if __name__ == "__main__":

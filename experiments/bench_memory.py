@@ -8,14 +8,12 @@ resident set size of its main process (``VmHWM``, `cms_jax.pipeline.progress.pea
 ``ru_maxrss`` would carry the launching process's peak over fork and exec). Worker
 processes are not reported. Prints a table and writes ``bench_memory.json``: the ratio
 of the largest count's peak to the smallest's (target: within 10%).
-"""
-import json
-import os
-import subprocess
-import sys
-import tempfile
 
+The logic is `cms_jax.bench.memory`.
+"""
 from absl import app, flags
+
+from cms_jax.bench import memory
 
 _MODEL = flags.DEFINE_string("model", "gender", "Model name or path.")
 _IMAGES = flags.DEFINE_string("images", "", "Images (default: UTKFace from the assets).")
@@ -23,53 +21,12 @@ _COUNTS = flags.DEFINE_list("counts", ["100", "500"], "Numbers of images to comp
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/bench_memory", "Output folder.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny model, 4 and 8 images.")
 
-_RUNNER = r"""
-import json, runpy, sys
-sys.argv = ["experiments.cms"] + sys.argv[1:]
-try:
-    runpy.run_module("experiments.cms", run_name="__main__")
-except SystemExit as e:
-    if e.code not in (0, None):
-        raise
-from cms_jax.pipeline.progress import peak_rss_mb
-print("RSS_JSON " + json.dumps({"main_mib": peak_rss_mb()}))
-"""
-
-
-def measure(model: str, images: str, count: int, out: str) -> dict:
-    """Peak RSS (MiB) of one run of the main job over ``count`` images, in a fresh process."""
-    cmd = [sys.executable, "-c", _RUNNER, f"--model={model}", f"--images={images}", f"--max_images={count}",
-           f"--out_dir={out}", "--workers=2"]
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"run over {count} images failed:\n{res.stderr[-3000:]}")
-    line = next(l for l in res.stdout.splitlines() if l.startswith("RSS_JSON "))
-    rss = json.loads(line[len("RSS_JSON "):])
-    summary = json.load(open(os.path.join(out, "summary.json")))
-    return {"images": count, "images_done": summary["images_done"], "seconds": summary["seconds"],
-            "main_peak_mib": rss["main_mib"]}
-
 
 def main(argv):
     del argv
-    from cms_jax.assets import resolve_dir
-
-    model = "tiny" if _SMOKE.value else _MODEL.value
-    counts = [4, 8] if _SMOKE.value else [int(c) for c in _COUNTS.value]
-    images = _IMAGES.value or str(resolve_dir("utkface"))
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for c in counts:
-            rows.append(measure(model, images, c, os.path.join(tmp, f"run{c}")))
-    ratio = rows[-1]["main_peak_mib"] / rows[0]["main_peak_mib"]
-    print(f"{'images':>7} {'done':>5} {'seconds':>8} {'main peak MiB':>14}")
-    for r in rows:
-        print(f"{r['images']:>7} {r['images_done']:>5} {r['seconds']:>8.1f} {r['main_peak_mib']:>14.1f}")
-    print(f"main-process peak RSS ratio {counts[-1]} vs {counts[0]} images: {ratio:.3f} (target <= 1.10)")
-    with open(os.path.join(_OUT_DIR.value, "bench_memory.json"), "w") as f:
-        json.dump({"model": model, "runs": rows, "peak_ratio": ratio}, f, indent=2)
+    cfg = memory.MemoryBenchConfig(model=_MODEL.value, images=_IMAGES.value,
+                                   counts=tuple(int(c) for c in _COUNTS.value), smoke=_SMOKE.value)
+    memory.run(cfg, _OUT_DIR.value)
 
 
 if __name__ == "__main__":

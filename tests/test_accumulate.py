@@ -101,6 +101,27 @@ def test_cms_from_drops_of_a_subset_without_rescoring():
     np.testing.assert_allclose(everything, canonical_map(drops.mean(0), xy, HW, F), atol=1e-6)
 
 
+def test_each_image_splatted_at_its_own_side():
+    """An (N,) array of canonical sides (whole crops): image i's CIS uses side i, in the state and from drops."""
+    xy, drops, valid = _data(n=7)
+    sides = np.array([3.0, 5.5, 8.25, 5.5, 12.0, 4.0, 6.5])
+    want = np.mean([canonical_map(d, xy, HW, f, valid=m) for d, m, f in zip(drops, valid, sides)], axis=0)
+    acc = CMSAccumulator(HW, batch=4, groups=("a", "b"))
+    state = acc.add_drops(acc.empty_state(), drops, valid, xy, sides, group_of=["a", "b", None, "a", "b", "a", "b"])
+    np.testing.assert_allclose(acc.result(state), want, atol=1e-6)
+    a = [0, 3, 5]
+    np.testing.assert_allclose(acc.group_results(state)["a"], np.mean(
+        [canonical_map(drops[i], xy, HW, sides[i], valid=valid[i]) for i in a], axis=0), atol=1e-6)
+    np.testing.assert_allclose(cms_from_drops(drops, valid, xy, HW, sides), want, atol=1e-6)
+    # One side for all, given once or per image: the same numbers, bit for bit.
+    np.testing.assert_array_equal(cms_from_drops(drops, valid, xy, HW, np.full(7, F)),
+                                  cms_from_drops(drops, valid, xy, HW, F))
+    with pytest.raises(ValueError, match=r"one per image \(7,\)"):
+        cms_from_drops(drops, valid, xy, HW, sides[:3])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        cms_from_drops(drops, valid, xy, HW, np.where(np.arange(7) == 2, np.inf, sides))
+
+
 def test_errors_name_the_bad_input():
     xy, drops, valid = _data(n=2)
     acc = CMSAccumulator(HW)

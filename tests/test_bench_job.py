@@ -1,6 +1,6 @@
 """The pieces of the job benchmark: stage timer, and the Keras-style dense procedure against the engine.
 
-The Keras procedure (cms_jax/pipeline/keras_reference.py) is checked with a numpy ``predict`` standing
+The Keras procedure (cms_jax/bench/keras_reference.py) is checked with a numpy ``predict`` standing
 in for ``model.predict_on_batch``, so no TensorFlow is needed.
 """
 import time
@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cms_jax.bench import keras_reference as kr
 from cms_jax.engine import OcclusionEngine
-from cms_jax.pipeline import keras_reference as kr
 from cms_jax.pipeline.progress import Progress, StageTimer
 
 

@@ -1,6 +1,6 @@
 """The experiment scripts not covered elsewhere run as a user would call them.
 
-Each runs as ``python -m experiments.NAME --smoke`` (Fig. 9 on its real path instead: real model,
+Each runs as ``python -m experiments.NAME --smoke`` (Fig. 9 also on its real path: real model,
 faces and CMS run) in a fresh process (one device, like a user's machine), and its outputs are
 checked for content.
 """
@@ -38,6 +38,25 @@ def test_cms_main_job_smoke(tmp_path, shared_dir):
     assert s["host_seconds"]["decode_align"] > 0  # workers=0: host stages ran in this process
     assert np.isfinite(np.load(tmp_path / "cms.npy")).all()
     assert cv2.imread(str(tmp_path / "cms.png")).std() > 10
+
+
+def test_fig09_metrics_smoke_writes_the_table_grid_and_heatmaps(tmp_path):
+    """--smoke (tiny model, 6 synthetic crops, a centred Gaussian as every CMS): the printed table is the
+    written one, and the heatmaps of all four methods are kept in the order of the (synthetic) files."""
+    out = _run("fig09_metrics", f"--out_dir={tmp_path}")
+    t = json.load(open(tmp_path / "fig09.json"))
+    assert t["model"] == "tiny" and t["n"] == 6 and list(t["methods"]) == ["GradCAM", "GradCAM++", "ScoreCAM", "CMS"]
+    assert t["s_rule"].startswith("s = mean over methods")
+    assert abs(sum(r["win"] for r in t["methods"].values()) - 100.0) < 1e-6  # Eq. 11: Win % sums to 100
+    md = (tmp_path / "fig09.md").read_text()
+    assert md.startswith("**tiny: Fig. 9 metrics** (N = 6)") and md.strip() in out
+    heat = np.load(tmp_path / "heatmaps.npz")
+    assert [str(f) for f in heat["files"]] == [f"synthetic_{i}" for i in range(6)]
+    assert all(heat[k].shape == (6, 32, 32) for k in ("GradCAM", "GradCAMpp", "ScoreCAM", "CMS"))
+    c = heat["CMS"][0]
+    assert c.argmax() == np.ravel_multi_index((16, 16), c.shape)  # the synthetic CMS, kept as given
+    grid = cv2.imread(str(tmp_path / "fig09_grid.png"))
+    assert grid is not None and grid.std() > 10
 
 
 def test_fig09_metrics_real_path_reprojects_the_run_cms(tmp_path, shared_dir):
@@ -147,7 +166,9 @@ def test_bench_input_smoke(tmp_path, shared_dir):
     _run("bench_input", f"--out_dir={tmp_path}", "--workers=2")
     r = json.load(open(tmp_path / "bench_input.json"))
     assert r["images"] == 24 and r["resume_continues_at_the_exact_image"] is True
-    assert r["warm_images_per_s"] > r["cold_images_per_s"] > 0  # steady state: the cache skips MediaPipe
+    # Cold: MediaPipe ran on every file and cached it; warm: every file came from the cache.
+    assert r["cache_entries_after_cold"] == 24 and r["cache_entries_written_warm"] == 0
+    assert r["warm_images_per_s"] > 0 and r["cold_images_per_s"] > 0
     assert r["startup_s"] > 0
 
 

@@ -104,7 +104,7 @@ def test_every_chunk_raising_stops_the_run(utk, tmp_path):
 
     def broken(*a, **k):
         raise RuntimeError("device out of memory")
-    scorer.engine.run = broken
+    scorer.backend.engine.run = broken
     with pytest.raises(RunFailed, match=r"2 consecutive chunks, stopping: RuntimeError: device out of memory"
                                         r"[\s\S]*0 scored[\s\S]*Traceback"):
         run_cms(cfg, str(tmp_path / "out"), scorer=scorer, workers=0, chunk_images=1, show_progress=False,

@@ -333,7 +333,7 @@ def test_fig16_patch_sizes(tmp_path, shared_dir):
     face_input = model.input_size[0] / (1 + model.crop_margin)
     for row in r["sizes"]:
         f = row["patch_size"] * np.ptp(canon.vertices[:, 1]) / face_input
-        assert row["canonical_patch_size"] == pytest.approx(f, rel=1e-6)
+        assert row["canonical_side"] == pytest.approx(f, rel=1e-6)
         ref = _algorithm1_cis(model, face, canon, row["patch_size"], f, r["class"])
         assert ref.max() - ref.min() > 1e-4, "degenerate: the map is flat"
         np.testing.assert_allclose(row["range"], [ref.min(), ref.max()], rtol=1e-4, atol=1e-6)

@@ -57,11 +57,25 @@ def test_outputs_have_real_content(finished_run):
     assert d["valid"].sum(1).min() > 300  # frontal CelebA faces: most vertices visible
     # The CMS is the mean of the per-image CIS maps rendered from the stored drops (Eq. 6).
     from cms_jax.accumulate import cms_from_drops
-    again = cms_from_drops(d["drops"], d["valid"], d["canon_xy"], (cfg.canvas, cfg.canvas), float(d["canonical_patch_size"]))
+    assert d["canonical_side"].shape == (5,) and d["canonical_side"].dtype == np.float32
+    assert (d["canonical_side"] == d["canonical_side"][0]).all()  # a 'tight' crop: one side for every image
+    again = cms_from_drops(d["drops"], d["valid"], d["canon_xy"], (cfg.canvas, cfg.canvas), d["canonical_side"])
     np.testing.assert_allclose(again, cms, rtol=1e-5, atol=1e-7)
     assert os.path.exists(os.path.join(out, "report.html"))
     regions = json.load(open(os.path.join(out, "regions.json")))["regions"]["all images"]
     assert sum(regions["share"].values()) == pytest.approx(100.0, abs=1e-6)
+
+
+def test_drops_written_with_one_scalar_side_are_read_for_loose_and_tight_runs_only(finished_run, tmp_path):
+    """drops.npz from before per-image sides (one ``canonical_patch_size``) stays readable where it was exact."""
+    from cms_jax.pipeline.outputs import canonical_sides
+    cfg, out, summary = finished_run
+    d = dict(np.load(os.path.join(out, "drops.npz")))
+    np.testing.assert_array_equal(canonical_sides(d, summary), d["canonical_side"])
+    old = {k: v for k, v in d.items() if k != "canonical_side"} | {"canonical_patch_size": d["canonical_side"][0]}
+    np.testing.assert_array_equal(canonical_sides(old, summary), d["canonical_side"])
+    with pytest.raises(ValueError, match="'whole'-crop run scored before the sides were per face; rerun it"):
+        canonical_sides(old, {**summary, "crop_policy": "whole"})
 
 
 def test_existing_checkpoint_needs_resume_and_matching_flags(finished_run):
@@ -168,8 +182,8 @@ def test_incremental_refuses_a_black_box_model():
     with pytest.raises(ValueError, match=r"model 'hostbox'.*black box.*Drop --incremental"):
         Scorer(RunConfig(model="hostbox", incremental=True), model=box)
     auto = Scorer(RunConfig(model="hostbox", incremental="auto"), model=box)  # the main job's default
-    assert auto.forward == "dense" and "black box" in auto.forward_note
-    assert Scorer(RunConfig(model="tiny", incremental="auto")).forward == "incremental"
+    assert auto.backend.forward == "dense" and "black box" in auto.backend.forward_note
+    assert Scorer(RunConfig(model="tiny", incremental="auto")).backend.forward == "incremental"
     with pytest.raises(ValueError, match="incremental must be True, False or 'auto'"):
         RunConfig(incremental="yes").validate()
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
@@ -189,3 +203,79 @@ def test_a_chunk_that_fails_to_score_costs_only_its_bad_image(finished_run):
     res, failed = scorer.score(items, [None] * 3)
     assert [os.path.basename(f) for f in res.files] == [os.path.basename(items[0].path), os.path.basename(items[2].path)]
     assert len(failed) == 1 and failed[0]["file"] == items[1].path and "scoring failed" in failed[0]["reason"]
+
+
+def test_whole_crops_give_each_image_the_canonical_side_of_its_face(tmp_path, shared_dir):
+    """Issue 15: a ``whole`` crop resizes the whole image, so the face fills a different part of each input.
+
+    A CelebA photo and the same photo padded with a grey border to twice its size, through a ``whole``-crop
+    model: the face spans about half as many input rows in the padded one, so its canonical side
+    f_i = sz * (face rows on the canvas) / (face rows in its input) is about twice the photo's (the paper's
+    f = sz * H_F / H_I gave both the same). The run's CMS is the mean of the two CIS maps splatted by hand,
+    in numpy loops, each at its own side; figures and the report read the same sides back.
+    """
+    from cms_jax import models
+    from cms_jax.align.canonical import CanonicalFace
+    from cms_jax.figures import common
+    from cms_jax.pipeline.analysis import analyse
+    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.pipeline.run import run_cms
+    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.projection import paper_canonical_side, splat
+
+    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
+    bgr = cv2.imread(os.path.join(src, sorted(os.listdir(src))[0]))
+    h, w = bgr.shape[:2]
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a_photo.png"), bgr)
+    cv2.imwrite(str(images / "b_padded.png"), cv2.copyMakeBorder(bgr, h // 2, h - h // 2, w // 2, w - w // 2,
+                                                                 cv2.BORDER_CONSTANT, value=(128, 128, 128)))
+    model = dataclasses.replace(models.load("tiny"), crop_policy="whole")
+    cfg = RunConfig(model="tiny", images=str(images), batch_size=256)
+    out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    summary = run_cms(cfg, out, scorer=Scorer(cfg, model=model), workers=0, align_cache=cache, show_progress=False)
+    d = np.load(os.path.join(out, "drops.npz"))
+    assert [os.path.basename(f) for f in d["files"]] == ["a_photo.png", "b_padded.png"]
+    sides = d["canonical_side"]
+    assert sides.dtype == np.float32 and sides.shape == (2,)
+
+    # By hand: the face's rows in each crop (the job's landmarks, from its cache) against the canvas's.
+    prep = FacePreparer(model, workers=0, cache_dir=cache)
+    try:
+        faces = list(prep.imap([str(f) for f in d["files"]]))
+    finally:
+        prep.close()
+    canon = CanonicalFace.mediapipe(canvas=cfg.canvas)
+    sz = summary["patch_size"]
+    assert sz == 2
+    want = [sz * np.ptp(canon.vertices[:, 1]) / np.ptp(face.xy[:, 1]) for face in faces]
+    np.testing.assert_allclose(sides, want, rtol=1e-6)
+    assert 1.8 < sides[1] / sides[0] < 2.2  # half the face rows in the input: twice the side
+    old = paper_canonical_side(sz, cfg.canvas, model.input_size[0])  # the old rule: 16 px for both
+    assert abs(sides[0] - old) > 1 and abs(sides[1] - old) > 1
+    assert summary["canonical_side"] == pytest.approx({"min": want[0], "median": np.mean(want), "max": want[1]},
+                                                      rel=1e-6)
+
+    # The CMS (Eq. 6) is the mean of Algorithm 1's lines 8-14 at each image's own side.
+    hf, wf = canon.canvas_hw
+    cis = []
+    for drops, valid, f in zip(d["drops"], d["valid"], sides.astype(np.float64)):
+        p, n = np.zeros((hf, wf)), np.zeros((hf, wf))
+        for (cx, cy), s in zip(canon.vertices[valid], drops[valid]):
+            x1, y1 = max(0, math.floor(cx - f / 2)), max(0, math.floor(cy - f / 2))
+            x2, y2 = min(math.floor(x1 + f), wf), min(math.floor(y1 + f), hf)
+            p[y1:y2, x1:x2] += s
+            n[y1:y2, x1:x2] += 1
+        cis.append(np.where(n > 0, p / np.maximum(n, 1), 0.0))
+    assert np.abs(cis[0] - cis[1]).max() > 1e-3 and np.abs(d["drops"]).max() > 1e-4
+    np.testing.assert_allclose(np.load(os.path.join(out, "cms.npy")), np.mean(cis, axis=0), rtol=0, atol=1e-6)
+
+    # What reads the run back uses the same sides: a figure's Run and the report's analysis.
+    run = common.load_run(out)
+    np.testing.assert_array_equal(run.sides, sides)
+    ones = np.ones(len(canon.vertices), np.float32)
+    np.testing.assert_array_equal(run.coverage, np.logical_or(*[splat(ones, canon.vertices, (hf, wf), float(f))[1] > 0
+                                                                for f in sides]))
+    res = analyse(out, canon, None, summary, align_cache=cache)
+    assert sum(res["regions"]["all images"]["share"].values()) == pytest.approx(100.0, abs=1e-6)

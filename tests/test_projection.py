@@ -48,6 +48,18 @@ def test_many_vertices_span_several_scan_chunks():
     np.testing.assert_allclose(p_star, ref_p, atol=1e-4)
 
 
+def test_square_coverage_is_the_union_of_the_count_maps_of_every_side():
+    hw = (50, 45)
+    xy, _ = _points(150, hw, seed=4)
+    ones = np.ones(len(xy))
+    for sides in ([6.0], [6.0, 6.0, 6.0], [2.5, 9.75, 4.0, 2.5], np.linspace(1.0, 3.0, 1100)):
+        want = np.zeros(hw, bool)
+        for f in np.unique(sides):
+            want |= proj.splat(ones, xy, hw, f)[1] > 0
+        np.testing.assert_array_equal(proj.square_coverage(xy, hw, sides), want)
+    assert not proj.square_coverage(xy, hw, [2.5]).all() and proj.square_coverage(xy, hw, [2.5]).any()
+
+
 def test_all_ones_splat_is_one_where_covered_and_zero_elsewhere():
     hw = (64, 64)
     xy, _ = _points(200, hw, seed=3, margin=-10)

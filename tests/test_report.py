@@ -12,7 +12,8 @@ from cms_jax.report import write_report
 from cms_jax.report_parts import command_line, header
 
 SUMMARY = {"model": "tiny", "model_name": "tiny", "model_input": [32, 32], "model_output": "classes",
-           "crop_policy": "tight", "crop_margin": 0.1, "patch_size": 2, "canonical_patch_size": 14.08,
+           "crop_policy": "tight", "crop_margin": 0.1, "patch_size": 2,
+           "canonical_side": {"min": 14.08, "median": 14.08, "max": 14.08},
            "score": "prob", "reduce": "mean", "vertices": 468, "canvas": [256, 256], "seconds": 2.0,
            "faces_per_second": 6.0, "forward": "dense", "dtype": "float32"}
 
@@ -55,7 +56,7 @@ def _synthetic_run(out, shared_dir, n_per_group=6, canvas=256):
     f = 14.08 * canvas / 256
     np.save(os.path.join(out, "cms.npy"), cms_from_drops(drops, valid, canon.vertices, canon.canvas_hw, f))
     np.savez(os.path.join(out, "drops.npz"), files=np.asarray(files), drops=drops, valid=valid,
-             canonical_patch_size=np.float32(f), canon_xy=canon.vertices)
+             canonical_side=np.full(len(files), f, np.float32), canon_xy=canon.vertices)
     with open(os.path.join(out, "groups.csv"), "w") as fh:
         fh.writelines(f"{os.path.basename(p)},{'A' if i < n_per_group else 'B'}\n" for i, p in enumerate(files))
     return canon, files, eye, f
@@ -108,7 +109,7 @@ def test_report_size_does_not_grow_with_the_number_of_images(tmp_path, shared_di
     f = 14.08
     np.save(tmp_path / "cms.npy", rng.normal(0, 0.01, (256, 256)).astype(np.float32))
     np.savez(tmp_path / "drops.npz", files=np.asarray([pool[i % len(pool)] for i in range(n)]), drops=drops,
-             valid=valid, canonical_patch_size=np.float32(f), canon_xy=canon.vertices)
+             valid=valid, canonical_side=np.full(n, f, np.float32), canon_xy=canon.vertices)
     coverage = splat(np.ones(468, np.float32), canon.vertices, canon.canvas_hw, f)[1] > 0
     skipped = [{"file": f"/data/skip_{i}.jpg", "reason": "no face"} for i in range(2000)]
     s = {**SUMMARY, "images_done": n, "images_total": n + len(skipped), "images_skipped": skipped}

@@ -5,13 +5,14 @@
   num_images.figure     Fig. 5   CMS of n images against the whole-set CMS (Eq. 6)
   maps.figure           Fig. 6   occlusion map, CIS, CMS, CMS reprojected onto the input
   sanity.figure         Fig. 7   cascading layer randomisation (Adebayo et al.)
+  metrics_table.run     Figs. 9-10  Average Drop, Increase, Win of CAMs and the CMS (Eqs. 7-11)
   individual.figure     Fig. 14  individual occlusion maps beside the CMS
   pairs.figure          Fig. 15  confidences on pairs of images
   patch_size.figure     Fig. 16  CIS of one image for several patch sizes
 
 Every function writes a PNG and a JSON into its ``out_dir`` and returns the JSON's dict.
 Maps are computed with the pipeline (`cms_jax.pipeline.run_job`, whose ``drops.npz`` is reused
-without rescoring) or, per image, with its `Scorer` and `FacePreparer`.
+without rescoring) or, per image, with `per_image.FaceMaps` (the pipeline's preparer, geometry and engine).
 """
 
 import matplotlib

@@ -16,8 +16,8 @@ import numpy as np
 
 from cms_jax import viz
 from cms_jax.align.canonical import CanonicalFace
-from cms_jax.pipeline import RunConfig, run_job
-from cms_jax.projection import splat
+from cms_jax.pipeline import RunConfig, outputs, run_job
+from cms_jax.projection import square_coverage
 
 
 @dataclasses.dataclass
@@ -32,8 +32,9 @@ class Run:
       drops, valid: (N, V) per-vertex drops and their mask.
       targets, clean: (N,) class scored and its unoccluded confidence.
       canon: the canonical face the run used.
-      f: canonical square side.
-      coverage: bool (H_F, W_F), pixels some vertex square reaches (N > 0 in Eq. 5).
+      sides: (N,) float32, each image's canonical square side f_i (drops.npz's ``canonical_side``;
+        all equal for ``loose`` and ``tight`` crops).
+      coverage: bool (H_F, W_F), pixels some vertex square reaches at some image's side (N > 0 in Eq. 5).
     """
 
     out_dir: str
@@ -45,7 +46,7 @@ class Run:
     targets: np.ndarray
     clean: np.ndarray
     canon: CanonicalFace
-    f: float
+    sides: np.ndarray
     coverage: np.ndarray
 
 
@@ -76,12 +77,12 @@ def load_run(out_dir: str) -> Run:
     canon = CanonicalFace.mediapipe(canvas=cfg["canvas"], subdivision=cfg["subdivision"])
     with np.load(need[1]) as z:
         d = {k: z[k] for k in z.files}
-    f = float(d["canonical_patch_size"])
     if d["drops"].shape[0] == 0:
         raise ValueError(f"{out_dir}: the run scored no image ({len(summary['images_skipped'])} skipped)")
-    coverage = splat(np.ones(len(canon.vertices), np.float32), canon.vertices, canon.canvas_hw, f)[1] > 0
+    sides = outputs.canonical_sides(d, summary)
+    coverage = square_coverage(canon.vertices, canon.canvas_hw, sides)
     return Run(out_dir, summary, np.load(need[0]), d["files"], d["drops"], d["valid"].astype(bool),
-               d["targets"], d["clean"], canon, f, coverage)
+               d["targets"], d["clean"], canon, sides, coverage)
 
 
 def run_or_reuse(cfg: RunConfig, out_dir: str, *, workers: int = 2, align_cache: str | None = None,

@@ -33,10 +33,16 @@ def figure(run: common.Run, out_dir: str, *, show: int = 3) -> dict:
     masks = regions.region_masks(canon.vertices[:468], hw)
     n = min(show, len(run.files))
     tiles, titles, faces = [], [], []
-    sum_raw = np.zeros(hw, np.float64)
+    sum_raw, sum_density = np.zeros(hw, np.float64), np.zeros(hw, np.float64)
+    ones = np.ones(len(canon.vertices), np.float32)
+    last_side, density_i = None, None
     for i in range(len(run.files)):
-        p_star, count = splat(run.drops[i], canon.vertices, hw, run.f, run.valid[i])
+        side = float(run.sides[i])
+        p_star, count = splat(run.drops[i], canon.vertices, hw, side, run.valid[i])
         sum_raw += p_star
+        if side != last_side:  # N of all vertices at this image's side (loose, tight crops: once)
+            last_side, density_i = side, splat(ones, canon.vertices, hw, side)[1]
+        sum_density += density_i
         if i >= n:
             continue
         p = np.asarray(count_normalise(p_star, count))
@@ -48,11 +54,12 @@ def figure(run: common.Run, out_dir: str, *, show: int = 3) -> dict:
                       "shares_unnormalised": regions.region_shares(p_star, masks),
                       "shares_normalised": regions.region_shares(p, masks),
                       "spearman_raw_vs_normalised": stats.spearman(p_star, p, cov)})
-    mean_raw = sum_raw / len(run.files)
-    _, density = splat(np.ones(len(canon.vertices), np.float32), canon.vertices, hw, run.f)
+    mean_raw, density = sum_raw / len(run.files), sum_density / len(run.files)
     tiles += [viz.overlay(canon.image, mean_raw, cov), viz.overlay(canon.image, density, cov),
               common.cms_tile(run)]
-    titles += [f"mean P* over {len(run.files)} images", "N (all vertices)", "CMS (mean of P)"]
+    one_side = bool((run.sides == run.sides[0]).all())
+    titles += [f"mean P* over {len(run.files)} images", "N (all vertices)" if one_side else "mean N (all vertices)",
+               "CMS (mean of P)"]
     common.panels(tiles, titles, os.path.join(out_dir, "fig04.png"), cols=3,
                   suptitle=f"Fig. 4: density normalisation, {run.summary['model']}")
     return common.write_json(os.path.join(out_dir, "fig04.json"), {

@@ -14,7 +14,6 @@ from cms_jax import viz
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
 from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.scoring import Scorer
 
 
 def figure(cfg: RunConfig, out_dir: str, *, show: int = 5, cms_dir: str = "", workers: int = 2) -> dict:
@@ -31,18 +30,18 @@ def figure(cfg: RunConfig, out_dir: str, *, show: int = 5, cms_dir: str = "", wo
       The JSON dict.
     """
     run, cfg = common.run_from(cfg, out_dir, cms_dir, workers)
-    scorer = Scorer(cfg)
-    faces, skipped = per_image.prepare_faces(scorer, expand_images(cfg.images, cfg.max_images)[:3 * show + 2])
+    fm = per_image.FaceMaps(cfg)
+    faces, skipped = fm.prepare(expand_images(cfg.images, cfg.max_images)[:3 * show + 2])
     faces = faces[:show]
     if not faces:
         raise ValueError(f"fig14: no face found among the first images of {cfg.images!r}: {skipped}")
-    d = per_image.vertex_drops(scorer, faces)
+    d = fm.drops(faces)
     occ_tiles, cis_tiles, rows = [], [], []
     for i, face in enumerate(faces):
-        occ = per_image.occlusion_map(scorer, face, int(d["targets"][i]))
-        cis = per_image.cis(scorer, d["drops"][i], d["valid"][i])
+        occ = fm.occlusion_map(face, int(d["targets"][i]))
+        cis = fm.cis(d["drops"][i], d["valid"][i], d["sides"][i])
         occ_tiles.append(viz.overlay(per_image.face_rgb(face), occ))
-        cis_tiles.append(viz.overlay(scorer.canon.image, cis, run.coverage))
+        cis_tiles.append(viz.overlay(fm.canon.image, cis, run.coverage))
         rows.append({"file": face.path, "clean": float(d["clean"][i]),
                      "cis_vs_cms": stats.compare(run.cms, cis, run.coverage)})
     names = [common.short_name(f.path) for f in faces]

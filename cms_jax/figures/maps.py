@@ -12,7 +12,6 @@ from cms_jax import viz
 from cms_jax.figures import common, per_image
 from cms_jax.pipeline import RunConfig
 from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.scoring import Scorer
 
 
 def figure(cfg: RunConfig, out_dir: str, *, show: int = 4, cms_dir: str = "", workers: int = 2) -> dict:
@@ -29,23 +28,22 @@ def figure(cfg: RunConfig, out_dir: str, *, show: int = 4, cms_dir: str = "", wo
       The JSON dict: per face its file, class, clean confidence and map ranges.
     """
     run, cfg = common.run_from(cfg, out_dir, cms_dir, workers)
-    scorer = Scorer(cfg)
-    faces, skipped = per_image.prepare_faces(scorer, expand_images(cfg.images, cfg.max_images)[:3 * show + 2],
-                                             workers=0)
+    fm = per_image.FaceMaps(cfg)
+    faces, skipped = fm.prepare(expand_images(cfg.images, cfg.max_images)[:3 * show + 2], workers=0)
     faces = faces[:show]
     if not faces:
         raise ValueError(f"fig06: no face found among the first images of {cfg.images!r}: {skipped}")
-    d = per_image.vertex_drops(scorer, faces)
+    d = fm.drops(faces)
     cms_tile = common.cms_tile(run)
     tiles, titles, rows = [], [], []
     for i, face in enumerate(faces):
-        occ = per_image.occlusion_map(scorer, face, int(d["targets"][i]))
-        cis = per_image.cis(scorer, d["drops"][i], d["valid"][i])
-        rep = per_image.reprojected_cms(scorer, run.cms, d["xy"][i], d["valid"][i])
-        mask = per_image.image_mask(scorer, d["xy"][i], d["valid"][i])
+        occ = fm.occlusion_map(face, int(d["targets"][i]))
+        cis = fm.cis(d["drops"][i], d["valid"][i], d["sides"][i])
+        rep = fm.reprojected_cms(run.cms, d["xy"][i], d["valid"][i])
+        mask = fm.image_mask(d["xy"][i], d["valid"][i])
         rgb = per_image.face_rgb(face)
-        cls = scorer.model.class_names[int(d["targets"][i])] if scorer.model.output == "classes" else ""
-        tiles += [rgb, viz.overlay(rgb, occ), viz.overlay(scorer.canon.image, cis, run.coverage),
+        cls = fm.model.class_names[int(d["targets"][i])] if fm.model.output == "classes" else ""
+        tiles += [rgb, viz.overlay(rgb, occ), viz.overlay(fm.canon.image, cis, run.coverage),
                   cms_tile, viz.overlay(rgb, rep, mask)]
         name = common.short_name(face.path)
         titles += [f"{name}\n{cls} {d['clean'][i]:.2f}", "(a) occlusion map", "(b) CIS", "(c) CMS",

@@ -25,7 +25,6 @@ from cms_jax import baselines, viz
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
 from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.scoring import Scorer
 
 # (key, panel title): the paper's columns (b)-(i), then the CIS.
 COLUMNS = (("gradients", "(b) gradients"), ("smoothgrad", "(c) SmoothGrad"),
@@ -36,7 +35,7 @@ COLUMNS = (("gradients", "(b) gradients"), ("smoothgrad", "(c) SmoothGrad"),
 
 def centre_share(m: np.ndarray) -> float:
     """Share of a map's mass, min-max scaled over the crop, in the middle half of each side (uniform: 0.25)."""
-    u = viz.normalise(m)
+    u = viz.minmax_scale(m)
     h, w = u.shape
     total = float(u.sum())
     centre = float(u[h // 4:h - h // 4, w // 4:w - w // 4].sum())
@@ -52,37 +51,35 @@ def _timed(fn, n: int) -> tuple[np.ndarray, float, float]:
     return out, t1 - t0, (time.perf_counter() - t1) / n
 
 
-def _timed_drops(scorer: Scorer, faces) -> tuple[dict, float, float]:
+def _timed_drops(fm: per_image.FaceMaps, faces) -> tuple[dict, float, float]:
     """Eq. 1 at every vertex of ``faces``, twice: (drops, first call seconds, seconds per face)."""
     t0 = time.perf_counter()
-    per_image.vertex_drops(scorer, faces)
+    fm.drops(faces)
     t1 = time.perf_counter()
-    d = per_image.vertex_drops(scorer, faces)
+    d = fm.drops(faces)
     return d, t1 - t0, (time.perf_counter() - t1) / len(faces)
 
 
-def method_maps(scorer: Scorer, faces) -> tuple[dict, dict, dict]:
+def method_maps(fm: per_image.FaceMaps, faces) -> tuple[dict, dict, dict]:
     """Every column's (N, H, W) maps of ``faces`` at the model input size.
 
     Returns:
       (name -> maps, name -> {first_call_seconds, seconds_per_image}, CIS extras: targets, clean, mask).
     """
-    model, n = scorer.model, len(faces)
-    d, first, per = _timed_drops(scorer, faces)
+    model, n = fm.model, len(faces)
+    d, first, per = _timed_drops(fm, faces)
     maps, mask = [], []
     for i in range(n):
-        c = per_image.cis(scorer, d["drops"][i], d["valid"][i])
-        maps.append(per_image.reprojected_cms(scorer, c, d["xy"][i], d["valid"][i]))
-        mask.append(per_image.image_mask(scorer, d["xy"][i], d["valid"][i]))
+        c = fm.cis(d["drops"][i], d["valid"][i], d["sides"][i])
+        maps.append(fm.reprojected_cms(c, d["xy"][i], d["valid"][i]))
+        mask.append(fm.image_mask(d["xy"][i], d["valid"][i]))
     out = {"cis": np.stack(maps)}
     times = {"cis": {"first_call_seconds": first, "seconds_per_image": per}}
     extra = {"targets": d["targets"], "clean": d["clean"], "mask": np.stack(mask)}
     x = jnp.asarray(model.preprocess(np.stack([f.crop for f in faces])))
     t = jnp.asarray(d["targets"], jnp.int32)
-    patch = int(scorer.patch)
-    softmax = scorer.cfg.score == "prob" and not model.outputs_are_probs and model.output == "classes"
-    kwargs = {"occlusion": dict(patch=patch, stride=max(1, patch // 2), fill=float(scorer.cfg.fill),
-                                softmax=softmax)}
+    patch = int(fm.patch)
+    kwargs = {"occlusion": dict(patch=patch, stride=max(1, patch // 2), fill=fm.fill, softmax=fm.softmax)}
     for key, _ in COLUMNS[:-1]:
         method = "grid_occlusion" if key == "occlusion" else key
         m, first, per = _timed(lambda: baselines.explain(model, x, method, t, **kwargs.get(key, {})), n)
@@ -111,17 +108,16 @@ def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) ->
     Returns:
       The JSON dict.
     """
-    scorer = Scorer(cfg)
-    if scorer.model.output != "classes":
-        raise ValueError(f"fig02: {cfg.model} outputs {scorer.model.output}; the baselines explain classes")
-    found, skipped = per_image.prepare_faces(scorer, expand_images(cfg.images, cfg.max_images)[:3 * faces + 2],
-                                             workers=workers)
+    fm = per_image.FaceMaps(cfg)
+    if fm.model.output != "classes":
+        raise ValueError(f"fig02: {cfg.model} outputs {fm.model.output}; the baselines explain classes")
+    found, skipped = fm.prepare(expand_images(cfg.images, cfg.max_images)[:3 * faces + 2], workers=workers)
     found = found[:faces]
     if not found:
         raise ValueError(f"fig02: no face found among the first images of {cfg.images!r}: {skipped}")
-    maps, times, extra = method_maps(scorer, found)
+    maps, times, extra = method_maps(fm, found)
     tiles, titles, rows = [], [], []
-    names = scorer.model.class_names
+    names = fm.model.class_names
     for i, face in enumerate(found):
         rgb = per_image.face_rgb(face)
         tiles.append(rgb)
@@ -145,7 +141,7 @@ def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) ->
     np.savez_compressed(os.path.join(out_dir, "fig02_maps.npz"), files=np.asarray([f.path for f in found]),
                         mask=extra["mask"], **{k.replace("+", "p"): v for k, v in maps.items()})
     return common.write_json(os.path.join(out_dir, "fig02.json"), {
-        "model": cfg.model, "patch_size": int(scorer.patch), "faces": rows,
+        "model": cfg.model, "patch_size": int(fm.patch), "faces": rows,
         "columns": [k for k, _ in COLUMNS], "methods": methods, "skipped": skipped,
         "stats_note": ("pearson/spearman_vs_cis and pearson_vs_occlusion: over the crop pixels the CIS "
                        "reaches (its reprojection mask); centre_share: mass of the map min-max scaled "

@@ -50,7 +50,7 @@ def curves(run: common.Run, ns: list[int], orders: int = 5, seed: int = 0) -> di
     s_pear, s_spear = np.zeros((orders, len(split_ns))), np.zeros((orders, len(split_ns)))
 
     def add(state, idx):
-        return acc.add_drops(state, run.drops[idx], run.valid[idx], run.canon.vertices, run.f)
+        return acc.add_drops(state, run.drops[idx], run.valid[idx], run.canon.vertices, run.sides[idx])
 
     for o in range(orders):
         order = rng.permutation(total)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import csv
 import os
 
-import jax.numpy as jnp
 import numpy as np
 
-from cms_jax import occlusion
 from cms_jax.figures import common, per_image
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.scoring import Scorer
 
 
 def read_pairs(path: str) -> list[tuple[str, str, str]]:
@@ -42,14 +39,6 @@ def read_pairs(path: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def confidences(scorer: Scorer, crops: np.ndarray) -> np.ndarray:
-    """(B, K) class confidences of uint8 crops, as the occlusion score uses them ('prob' or 'logit')."""
-    m = scorer.model
-    raw = m.apply_fn(m.params, jnp.asarray(m.preprocess(crops)))
-    mode = occlusion.score_mode(scorer.cfg.score, m.outputs_are_probs, m.output)
-    return np.asarray(occlusion.confidences(jnp.asarray(raw), mode), np.float64)
-
-
 def _label_index(label: str, classes: tuple[str, ...]) -> int | None:
     if not label:
         return None
@@ -71,15 +60,15 @@ def figure(cfg: RunConfig, pairs_csv: str, out_dir: str) -> dict:
     Returns:
       The JSON dict (the table).
     """
-    scorer = Scorer(cfg)
-    if scorer.model.output != "classes":
-        raise ValueError(f"fig15: {cfg.model} has {scorer.model.output} outputs; pairs need class confidences")
-    classes = tuple(scorer.model.class_names)
+    fm = per_image.FaceMaps(cfg)
+    if fm.model.output != "classes":
+        raise ValueError(f"fig15: {cfg.model} has {fm.model.output} outputs; pairs need class confidences")
+    classes = tuple(fm.model.class_names)
     pairs = read_pairs(pairs_csv)
     files = sorted({p for a, b, _ in pairs for p in (a, b)})
-    faces, skipped = per_image.prepare_faces(scorer, files)
+    faces, skipped = fm.prepare(files)
     by_path = {f.path: f for f in faces}
-    conf = dict(zip([f.path for f in faces], confidences(scorer, np.stack([f.crop for f in faces])))) if faces else {}
+    conf = dict(zip([f.path for f in faces], fm.confidences(np.stack([f.crop for f in faces])))) if faces else {}
     rows, tiles, titles = [], [], []
     for i, (a, b, label) in enumerate(pairs):
         if a not in conf or b not in conf:

@@ -1,97 +1,130 @@
-"""Per-image maps for Figs. 6, 14 and 16: occlusion map, CIS (Eqs. 1-5), CMS reprojected (Fig. 6d).
+"""Per-image maps for Figs. 2, 6, 7, 14, 15 and 16: occlusion map, CIS (Eqs. 1-5), CMS reprojected (Fig. 6d).
 
-Faces are aligned and cropped by the pipeline's `FacePreparer` and scored by
-its `Scorer` (model, canonical face, occlusion engine), so these maps are the
-very ones a CMS run averages.
+`FaceMaps` is what a figure needs of a run's setup, and nothing more: the
+model, the canonical face, the occlusion side, and the maps of single faces.
+Faces are aligned and cropped by the pipeline's `FacePreparer`, placed by its
+`VertexGeometry` and scored by its `DropsBackend` (the one engine), so these
+maps are the very ones a CMS run averages.
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
+from cms_jax import models, occlusion
+from cms_jax.align.canonical import CanonicalFace
 from cms_jax.baselines.grid_occlusion import grid_occlusion
+from cms_jax.pipeline.backend import DropsBackend
+from cms_jax.pipeline.geometry import VertexGeometry
 from cms_jax.pipeline.prepare import FacePreparer, Prepared
-from cms_jax.pipeline.scoring import Scorer, face_canonical_side
 from cms_jax.projection import canonical_map, reproject, sample_at, splat
 
 
-def prepare_faces(scorer: Scorer, paths: list[str], workers: int = 0,
-                  cache_dir: str | None = None) -> tuple[list[Prepared], list[dict]]:
-    """Aligned model-size crops of ``paths``; returns (prepared faces, skipped files with reasons)."""
-    good, skipped = [], []
-    preparer = FacePreparer(scorer.model, workers=workers, cache_dir=cache_dir)
-    try:
-        for p in preparer.imap(paths):
-            if p.reason is not None:
-                skipped.append({"file": p.path, "reason": p.reason})
-            else:
-                good.append(p)
-    finally:
-        preparer.close()
-    return good, skipped
+class FaceMaps:
+    """A run's model, canonical face and occlusion side, and the maps of single faces.
 
-
-def vertex_drops(scorer: Scorer, faces: list[Prepared], patch_size: int = 0,
-                 targets: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Eq. 1 at every visible vertex of each face.
-
-    Args:
-      scorer: the run's scorer.
-      faces: prepared crops.
-      patch_size: occluding side in input pixels (0 = the scorer's).
-      targets: (N,) class per face (None = predicted).
-
-    Returns:
-      dict of drops (N, V), valid (N, V), xy (N, V, 2) crop pixels, targets (N,), clean (N,),
-      patch (the side used) and f (its canonical side).
+    Attributes:
+      model: the FaceModel.
+      canon: the canonical face (its ``image`` is the backdrop of canonical maps).
+      patch: the occlusion side sz in input pixels.
+      score: 'prob' or 'logit' (the run's confidence, Eq. 1).
+      fill: the value written into an occluded square.
     """
-    if not faces:
-        raise ValueError("vertex_drops: no face to score")
-    pairs = [scorer.vertices(p.xy, p.z) for p in faces]
-    xy, valid = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
-    x = scorer.model.preprocess(np.stack([p.crop for p in faces]))
-    patch = patch_size or scorer.patch
-    res = scorer.engine.run(x, xy, valid=valid, targets=targets, patch_size=patch, fill=scorer.cfg.fill)
-    return {"drops": res.drops, "valid": res.valid, "xy": xy, "targets": res.targets, "clean": res.clean,
-            "patch": int(patch), "f": face_canonical_side(patch, scorer.model, scorer.canon)}
 
+    def __init__(self, cfg, model=None, canon=None, devices=None):
+        """The setup of ``cfg`` (a `RunConfig`); ``model`` and ``canon`` replace the ones it names."""
+        self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
+        self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
+        self._geometry = VertexGeometry(self.canon, self.model, cfg.visibility)
+        self._backend = DropsBackend(cfg, self.model, devices)
+        self.patch, self.score, self.fill = self._backend.patch, cfg.score, float(cfg.fill)
 
-def cis(scorer: Scorer, drops: np.ndarray, valid: np.ndarray, f: float | None = None) -> np.ndarray:
-    """Eqs. 4-5: one face's drops splatted on the canonical face and count-normalised."""
-    return canonical_map(drops, scorer.canon.vertices, scorer.canon.canvas_hw, f or scorer.f, valid)
+    @property
+    def softmax(self) -> bool:
+        """Whether the confidence is a softmax the model does not apply itself (``score='prob'`` on logits)."""
+        m = self.model
+        return self.score == "prob" and not m.outputs_are_probs and m.output == "classes"
 
+    def prepare(self, paths: list[str], workers: int = 0,
+                cache_dir: str | None = None) -> tuple[list[Prepared], list[dict]]:
+        """Aligned model-size crops of ``paths``; returns (prepared faces, skipped files with reasons)."""
+        good, skipped = [], []
+        preparer = FacePreparer(self.model, workers=workers, cache_dir=cache_dir)
+        try:
+            for p in preparer.imap(paths):
+                if p.reason is not None:
+                    skipped.append({"file": p.path, "reason": p.reason})
+                else:
+                    good.append(p)
+        finally:
+            preparer.close()
+        return good, skipped
 
-def cis_unnormalised(scorer: Scorer, drops: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 4 alone: (P*, N) of one face's drops on the canonical face."""
-    return splat(drops, scorer.canon.vertices, scorer.canon.canvas_hw, scorer.f, valid)
+    def drops(self, faces: list[Prepared], patch_size: int = 0,
+              targets: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Eq. 1 at every visible vertex of each face.
 
+        Args:
+          faces: prepared crops.
+          patch_size: occluding side in input pixels (0 = the run's).
+          targets: (N,) class per face (None = predicted).
 
-def occlusion_map(scorer: Scorer, face: Prepared, target: int | None = None, stride: int = 0) -> np.ndarray:
-    """Zeiler & Fergus occlusion map of one crop in image space (Section 2, Fig. 6a).
+        Returns:
+          dict of drops (N, V), valid (N, V), xy (N, V, 2) crop pixels, targets (N,), clean (N,),
+          patch (the side used) and sides (N,), each face's canonical side at that patch.
+        """
+        if not faces:
+            raise ValueError("FaceMaps.drops: no face to score")
+        pairs = [self._geometry.vertices(p.xy, p.z) for p in faces]
+        xy, valid = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+        x = self.model.preprocess(np.stack([p.crop for p in faces]))
+        patch = patch_size or self.patch
+        res = self._backend.drops(x, xy, valid, targets, patch_size=patch)
+        return {"drops": res.drops, "valid": res.valid, "xy": xy, "targets": res.targets, "clean": res.clean,
+                "patch": int(patch), "sides": self._geometry.sides(xy, patch)}
 
-    The square side is the run's patch; the stride defaults to half of it.
-    """
-    m = scorer.model
-    x = m.preprocess(face.crop[None])
-    t = None if target is None else np.asarray([target], np.int32)
-    softmax = scorer.cfg.score == "prob" and not m.outputs_are_probs and m.output == "classes"
-    out = grid_occlusion(m.apply_fn, m.params, x, t, patch=int(scorer.patch),
-                         stride=int(stride or max(1, scorer.patch // 2)), fill=float(scorer.cfg.fill),
-                         softmax=softmax)
-    return np.asarray(out[0], np.float32)
+    def cis(self, drops: np.ndarray, valid: np.ndarray, side: float) -> np.ndarray:
+        """Eqs. 4-5: one face's drops splatted on the canonical face at its canonical ``side``, count-normalised."""
+        return canonical_map(drops, self.canon.vertices, self.canon.canvas_hw, float(side), valid)
 
+    def cis_unnormalised(self, drops: np.ndarray, valid: np.ndarray, side: float) -> tuple[np.ndarray, np.ndarray]:
+        """Eq. 4 alone: (P*, N) of one face's drops on the canonical face at its canonical ``side``."""
+        return splat(drops, self.canon.vertices, self.canon.canvas_hw, float(side), valid)
 
-def reprojected_cms(scorer: Scorer, cms: np.ndarray, xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Fig. 6d: the CMS read at the canonical vertices and splatted on the face's own vertices."""
-    values = sample_at(cms, scorer.canon.vertices)
-    return reproject(values, xy, tuple(scorer.model.input_size), scorer.patch, valid)
+    def coverage(self, sides) -> np.ndarray:
+        """bool (H_F, W_F): canvas pixels some vertex square reaches at one of ``sides`` (N > 0 in Eq. 5)."""
+        return self._geometry.coverage(sides)
+
+    def occlusion_map(self, face: Prepared, target: int | None = None, stride: int = 0) -> np.ndarray:
+        """Zeiler & Fergus occlusion map of one crop in image space (Section 2, Fig. 6a).
+
+        The square side is the run's patch; the stride defaults to half of it.
+        """
+        m = self.model
+        x = m.preprocess(face.crop[None])
+        t = None if target is None else np.asarray([target], np.int32)
+        out = grid_occlusion(m.apply_fn, m.params, x, t, patch=int(self.patch),
+                             stride=int(stride or max(1, self.patch // 2)), fill=self.fill, softmax=self.softmax)
+        return np.asarray(out[0], np.float32)
+
+    def reprojected_cms(self, cms: np.ndarray, xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Fig. 6d: the CMS read at the canonical vertices and splatted on the face's own vertices."""
+        values = sample_at(cms, self.canon.vertices)
+        return reproject(values, xy, tuple(self.model.input_size), self.patch, valid)
+
+    def image_mask(self, xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """bool (H, W) of the crop pixels some visible vertex square reaches (where a reprojection is defined)."""
+        ones = np.ones(len(xy), np.float32)
+        return splat(ones, xy, tuple(self.model.input_size), self.patch, valid)[1] > 0
+
+    def confidences(self, crops: np.ndarray) -> np.ndarray:
+        """(B, K) class confidences of uint8 crops, as the occlusion score uses them ('prob' or 'logit')."""
+        m = self.model
+        raw = m.apply_fn(m.params, jnp.asarray(m.preprocess(crops)))
+        mode = occlusion.score_mode(self.score, m.outputs_are_probs, m.output)
+        return np.asarray(occlusion.confidences(jnp.asarray(raw), mode), np.float64)
 
 
 def face_rgb(face: Prepared) -> np.ndarray:
     """The crop as uint8 RGB (what the model saw, before normalisation)."""
     return np.asarray(face.crop, np.uint8)
-
-
-def image_mask(scorer: Scorer, xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """bool (H, W) of the crop pixels some visible vertex square reaches (where a reprojection is defined)."""
-    ones = np.ones(len(xy), np.float32)
-    return splat(ones, xy, tuple(scorer.model.input_size), scorer.patch, valid)[1] > 0

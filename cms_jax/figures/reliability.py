@@ -43,7 +43,7 @@ def split_half(run: common.Run, idx: np.ndarray, ns=SPLIT_NS, orders: int = 5, s
     pear, spear = np.zeros((orders, len(ns))), np.zeros((orders, len(ns)))
 
     def add(state, rows):
-        return acc.add_drops(state, run.drops[rows], run.valid[rows], run.canon.vertices, run.f)
+        return acc.add_drops(state, run.drops[rows], run.valid[rows], run.canon.vertices, run.sides[rows])
 
     for o in range(orders):
         order = idx[rng.permutation(len(idx))]

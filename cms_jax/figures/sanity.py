@@ -25,7 +25,6 @@ from cms_jax.accumulate import cms_from_drops
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
 from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.scoring import Scorer
 
 
 def layer_order(params: dict, apply_fn=None, image_shape=None) -> list[str]:
@@ -113,29 +112,28 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     bad = [k for k in levels if not 1 <= k <= len(order)]
     if bad:
         raise ValueError(f"fig07: levels {bad} outside [1, {len(order)}] (layers: {order})")
-    scorer = Scorer(cfg, model=model)
-    faces, skipped = per_image.prepare_faces(scorer, expand_images(cfg.images, cfg.max_images), workers,
-                                             align_cache)
+    fm = per_image.FaceMaps(cfg, model=model)
+    faces, skipped = fm.prepare(expand_images(cfg.images, cfg.max_images), workers, align_cache)
     if not faces:
         raise ValueError(f"fig07: no face aligned in {cfg.images!r}")
-    hw, canon_xy = scorer.canon.canvas_hw, scorer.canon.vertices
+    hw, canon_xy = fm.canon.canvas_hw, fm.canon.vertices
 
-    def cms_of(sc, targets=None):
-        d = per_image.vertex_drops(sc, faces, targets=targets)
-        return cms_from_drops(d["drops"], d["valid"], canon_xy, hw, sc.f, cfg.reduce), d
+    def cms_of(maker, targets=None):
+        d = maker.drops(faces, targets=targets)
+        return cms_from_drops(d["drops"], d["valid"], canon_xy, hw, d["sides"], cfg.reduce), d
 
     t0 = time.monotonic()
-    trained, d0 = cms_of(scorer)
-    cov = scorer.coverage()
+    trained, d0 = cms_of(fm)
+    cov = fm.coverage(d0["sides"])
     # The noise floor: the trained model's CMS of one random half of the faces against the other's.
     half = np.random.default_rng(seed).permutation(len(faces))
-    halves = [cms_from_drops(d0["drops"][h], d0["valid"][h], canon_xy, hw, scorer.f, cfg.reduce)
+    halves = [cms_from_drops(d0["drops"][h], d0["valid"][h], canon_xy, hw, d0["sides"][h], cfg.reduce)
               for h in (half[:len(faces) // 2], half[len(faces) // 2:])]
     split_half = stats.compare(*halves, cov) if len(faces) >= 2 else None
     maps, rows = [trained], []
     for k in levels:
         rand = dataclasses.replace(model, params=randomise(model.params, order[-k:], seed + k))
-        cms_k, dk = cms_of(Scorer(cfg, model=rand, canon=scorer.canon), d0["targets"])
+        cms_k, dk = cms_of(per_image.FaceMaps(cfg, model=rand, canon=fm.canon), d0["targets"])
         maps.append(cms_k)
         rows.append({"layers_randomised": k, "layers": order[-k:][::-1],
                      "mean_clean_confidence": float(dk["clean"].mean()),
@@ -159,7 +157,7 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "fig07.png"), dpi=100, facecolor="white")
     plt.close(fig)
-    tiles = [viz.overlay(scorer.canon.image, m, cov) for m in maps]
+    tiles = [viz.overlay(fm.canon.image, m, cov) for m in maps]
     common.panels(tiles, ["trained"] + [f"last {k} randomised" for k in levels],
                   os.path.join(out_dir, "fig07_maps.png"), cols=min(len(tiles), 6))
     np.savez(os.path.join(out_dir, "fig07_maps.npz"), trained=trained, randomised=np.stack(maps[1:]),

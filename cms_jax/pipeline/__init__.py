@@ -57,8 +57,8 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
         return summary
     if jax.process_index() != 0:
         return None
-    analyse(out_dir, scorer.canon, scorer.coverage(), summary, grouping=cfg.groups,
-            group_maps=scorer.acc.group_results(scorer.acc_state) if cfg.groups else None,
+    analyse(out_dir, scorer.canon, None, summary, grouping=cfg.groups,  # coverage at drops.npz's sides
+            group_maps=scorer.sums.group_maps() if cfg.groups else None,
             align_cache=kw.get("align_cache"))
     return summary
 

@@ -7,7 +7,7 @@ drops, streamed in batches, so 20,000 images never become 20,000 maps in
 memory. The permutation test of each group difference renders the CIS maps
 of at most ``test_images`` images per group (a fixed random sample; the
 note in the report says how many) on a canvas of at most ``test_side`` px
-(the canonical face scaled down, f with it), so its memory and time do not
+(the canonical face scaled down, each image's canonical side f_i with it), so its memory and time do not
 grow with the display canvas; the difference it measures and its
 significance mask are shown scaled up to the canvas (nearest pixel).
 """
@@ -23,6 +23,7 @@ from cms_jax import regions, storage
 from cms_jax.accumulate import cms_from_drops
 from cms_jax.pipeline import outputs
 from cms_jax.pipeline.top_faces import top_faces
+from cms_jax.projection import square_coverage
 from cms_jax.render import colours, panel, smooth
 from cms_jax.report import write_report
 
@@ -45,22 +46,22 @@ def _sample(idx: np.ndarray, k: int, rng) -> np.ndarray:
     return idx if len(idx) <= k else np.sort(rng.choice(idx, k, replace=False))
 
 
-def _test_grid(canon, f: float, side: int):
-    """(vertices, canvas_hw, f) of the canonical face scaled to at most ``side`` px (itself when smaller)."""
+def _test_grid(canon, sides: np.ndarray, side: int):
+    """(vertices, canvas_hw, sides) of the canonical face scaled to at most ``side`` px (itself when smaller)."""
     s = min(1.0, side / max(canon.canvas_hw))
     hw = tuple(max(1, int(round(n * s))) for n in canon.canvas_hw)
-    return canon.vertices * np.float32(s), hw, f * s
+    return canon.vertices * np.float32(s), hw, np.asarray(sides, np.float64) * s
 
 
-def _group_differences(canon, per, lab, drops, valid, f, coverage, unit, *, permutations, alpha, test_images,
+def _group_differences(canon, per, lab, drops, valid, sides, coverage, unit, *, permutations, alpha, test_images,
                        test_side, rng) -> tuple[dict, dict, dict]:
     """For each pair of groups: (panel, test summary, significance mask on the canvas), keyed 'A - B'."""
     png, tests, masks = {}, {}, {}
-    xy_t, hw_t, f_t = _test_grid(canon, f, test_side)
+    xy_t, hw_t, sides_t = _test_grid(canon, sides, test_side)
     h, w = canon.canvas_hw
     for a, b in itertools.combinations(per, 2):
         ia, ib = (_sample(np.nonzero(lab == g)[0], test_images, rng) for g in (a, b))
-        cis_a, cis_b = (grp.cis_maps(drops[i], valid[i], xy_t, hw_t, f_t) for i in (ia, ib))
+        cis_a, cis_b = (grp.cis_maps(drops[i], valid[i], xy_t, hw_t, sides_t[i]) for i in (ia, ib))
         t = grp.permutation_test(cis_a, cis_b, permutations=permutations, alpha=alpha)
         sig = cv2.resize(t["significant"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         sig &= coverage
@@ -74,7 +75,7 @@ def _group_differences(canon, per, lab, drops, valid, f, coverage, unit, *, perm
     return png, tests, masks
 
 
-def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: str = "",
+def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, grouping: str = "",
             group_maps: dict[str, np.ndarray] | None = None, permutations: int = 1000, alpha: float = 0.05,
             min_group: int = 5, test_images: int = 500, seed: int = 0, test_side: int = 256,
             align_cache=None, top_k: int = 6) -> dict:
@@ -85,6 +86,8 @@ def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: st
       name -> bool (H, W) mask on the canvas) and ``top_faces`` (region -> [(file, saliency)]).
 
     Args:
+      coverage: bool (H_F, W_F), the canvas pixels some vertex square reaches; None: at the run's
+        canonical sides (drops.npz).
       group_maps: each group's CMS from the run's accumulator; None computes them from drops.npz.
       test_images: images per group (a seeded random sample) in each permutation test.
       test_side: largest canvas side of the permutation test's maps.
@@ -97,7 +100,9 @@ def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: st
     masks = regions.region_masks(canon.vertices[:468], canon.canvas_hw)
     edges = panel.label_edges(masks)
     z = storage.load_npz(out / "drops.npz")
-    files, drops, valid, f = z["files"], z["drops"], z["valid"], float(z["canonical_patch_size"])
+    files, drops, valid, sides = z["files"], z["drops"], z["valid"], outputs.canonical_sides(z, summary)
+    if coverage is None:
+        coverage = square_coverage(canon.vertices, canon.canvas_hw, sides)
     reduce = summary.get("reduce", "mean")
     maps = {"all images": cms}
     cms_png = panel.map_panel(canon.image, cms, coverage, colours.fit(cms, coverage, unit=unit), edges=edges)
@@ -110,8 +115,8 @@ def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: st
         lab = np.asarray([g or "" for g in grp.parse_grouping(grouping, files)])
         sizes = {g: int((lab == g).sum()) for g in sorted(set(lab) - {""})}
         if group_maps is None:
-            group_maps = {g: cms_from_drops(drops[lab == g], valid[lab == g], canon.vertices, canon.canvas_hw, f,
-                                            reduce=reduce) for g in sizes}
+            group_maps = {g: cms_from_drops(drops[lab == g], valid[lab == g], canon.vertices, canon.canvas_hw,
+                                            sides[lab == g], reduce=reduce) for g in sizes}
         per = {g: m for g, m in sorted(group_maps.items()) if sizes.get(g, 0) >= min_group}
         notes.append(f"Grouping {grouping}: " + ", ".join(f"{g} ({sizes[g]})" for g in per)
                      + f"; groups under {min_group} images left out. One colour scale for all groups.")
@@ -124,7 +129,7 @@ def analyse(out_dir, canon, coverage: np.ndarray, summary: dict, *, grouping: st
             group_png[g] = panel.with_legend(body, shared, width=REPORT_PANEL)
             storage.save_npy(out / f"cms_group_{g}.npy", m.astype(np.float32))
         diff_png, tests, significant = _group_differences(
-            canon, per, lab, drops, valid, f, coverage, unit, permutations=permutations, alpha=alpha,
+            canon, per, lab, drops, valid, sides, coverage, unit, permutations=permutations, alpha=alpha,
             test_images=test_images, test_side=test_side, rng=np.random.default_rng(seed))
         notes.append(f"Permutation test: {permutations} permutations, two-sided Welch t, max-T corrected, "
                      f"alpha {alpha}, on at most {test_images} images per group (seeded random sample), "

@@ -32,7 +32,7 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
     """All-gather the processes' results; process 0 writes them; apply the failure rules.
 
     Args:
-      cfg, scorer: the run's config and scorer (its ``acc_state`` becomes the combined state).
+      cfg, scorer: the run's config and scorer (its ``sums`` become the combined sums).
       out_dir: the run's output folder (written by process 0 only).
       all_files: the run's full, sorted image list (the global order).
       error: this process's systematic failure, or None.
@@ -51,24 +51,23 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
         failures = collective.barrier_with_status(error)
         if failures:
             raise RunFailed("\n".join(failures))
-        mine = {**{f"state/{k}": np.asarray(v) for k, v in scorer.state(0).items() if k != "next_index"},
+        mine = {**{f"state/{k}": np.asarray(v) for k, v in scorer.sums.state.items()},
                 **{f"drops/{k}": v for k, v in outputs.read_parts(local["parts"]).items()}}
         arrays = collective.gather_arrays(mine)
         metas = collective.gather_json({k: local[k] for k in ("skipped", "seconds", "files", "host_seconds",
                                                               "throughput")}
-                                       | {"stage_seconds": timer.as_dict(), "bf16_fidelity": scorer.bf16_fidelity})
-    state = scorer.acc.empty_state()
-    for a in arrays:  # in process order: the same additions as one process, in float64
-        state = scorer.acc.merge(state, {k[6:]: v for k, v in a.items() if k.startswith("state/")})
-    scorer.acc_state = state
+                                       | {"stage_seconds": timer.as_dict(),
+                                          "bf16_fidelity": scorer.backend.bf16_fidelity})
+    # In process order: the same additions as one process, in float64.
+    scorer.sums.merge_from([{k[6:]: v for k, v in a.items() if k.startswith("state/")} for a in arrays])
     scored = [a for a in arrays if a["drops/files"].size] or arrays[:1]
     drops = {k: np.concatenate([a[f"drops/{k}"] for a in scored]) for k in outputs.DROP_KEYS}
     order = {f: i for i, f in enumerate(all_files)}
     skipped = sorted((s for m in metas for s in m["skipped"]), key=lambda s: order.get(s["file"], -1))
     fidelity = next((m["bf16_fidelity"] for m in metas if m["bf16_fidelity"] is not None), None)
-    scorer.bf16_fidelity = fidelity if fidelity is not None else scorer.bf16_fidelity
+    scorer.backend.bf16_fidelity = fidelity if fidelity is not None else scorer.backend.bf16_fidelity
     summary = outputs.summary(cfg, scorer, total=len(all_files), skipped=skipped,
-                              seconds=max(m["seconds"] for m in metas))
+                              seconds=max(m["seconds"] for m in metas), sides=drops["canonical_side"])
     summary["skipped_reasons"] = reason_counts(skipped)
     summary["processes"] = len(metas)
     summary["per_process"] = [{"images_total": m["files"], "seconds": round(m["seconds"], 3),
@@ -76,12 +75,12 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
     summary["host_seconds"] = _sum_stages([m["host_seconds"] for m in metas])
     if pi == 0:
         t = time.perf_counter()
-        if scorer.count:
+        if scorer.sums.count:
             outputs.write_final(out_dir, scorer, drops, summary)
         summary["stage_seconds"] = _sum_stages([m["stage_seconds"] for m in metas[1:]] + [timer.as_dict()])
         summary["stage_seconds"]["write"] = round(summary["stage_seconds"].get("write", 0.0)
                                                   + time.perf_counter() - t, 4)
         outputs.write_summary(out_dir, summary)
-    policy.final(total=len(all_files), done=scorer.count, skipped=len(skipped),
+    policy.final(total=len(all_files), done=scorer.sums.count, skipped=len(skipped),
                  reasons=summary["skipped_reasons"])
     return summary

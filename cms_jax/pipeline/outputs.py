@@ -19,14 +19,14 @@ import numpy as np
 from cms_jax import regions, storage
 from cms_jax.render import colours, panel
 
-DROP_KEYS = ("files", "drops", "valid", "targets", "clean")
+DROP_KEYS = ("files", "drops", "valid", "targets", "clean", "canonical_side")
 
 
 def write_part(path, result) -> None:
     """One chunk's drops, written atomically (a torn shard is never read)."""
     storage.save_npz(path, files=np.asarray(result.files, dtype=str), drops=result.drops.astype(np.float32),
                      valid=result.valid, targets=result.targets.astype(np.int32),
-                     clean=result.clean.astype(np.float32))
+                     clean=result.clean.astype(np.float32), canonical_side=result.sides.astype(np.float32))
 
 
 def read_parts(paths: list) -> dict[str, np.ndarray]:
@@ -39,19 +39,45 @@ def read_parts(paths: list) -> dict[str, np.ndarray]:
     if not paths:
         return {"files": np.zeros(0, str), "drops": np.zeros((0, 0), np.float32),
                 "valid": np.zeros((0, 0), bool), "targets": np.zeros(0, np.int32),
-                "clean": np.zeros(0, np.float32)}
+                "clean": np.zeros(0, np.float32), "canonical_side": np.zeros(0, np.float32)}
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> dict:
+def canonical_sides(z, summary: dict) -> np.ndarray:
+    """float32 (N,): each image's canonical side f_i from a run's drops.npz ``z`` (and its summary).
+
+    A drops.npz written before the sides were kept per image holds one scalar
+    ``canonical_patch_size``: exact for a ``loose`` or ``tight`` run (every image had that side), and
+    refused for a ``whole`` run (its scalar was the paper's f = sz * H_F / H_I, not each face's: rerun it).
+    """
+    if "canonical_side" in z:
+        return np.asarray(z["canonical_side"], np.float32)
+    if "canonical_patch_size" in z and summary.get("crop_policy") in ("loose", "tight"):
+        return np.full(len(z["files"]), float(z["canonical_patch_size"]), np.float32)
+    raise ValueError("drops.npz has no per-image 'canonical_side'" + (
+        ": it comes from a 'whole'-crop run scored before the sides were per face; rerun it"
+        if "canonical_patch_size" in z else ""))
+
+
+def side_summary(sides) -> dict | None:
+    """min, median and max of a run's per-image canonical sides (None without an image)."""
+    sides = np.asarray(sides, np.float64)
+    if not sides.size:
+        return None
+    return {"min": float(sides.min()), "median": float(np.median(sides)), "max": float(sides.max())}
+
+
+def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float, sides=()) -> dict:
     """The run's summary.json: settings, counts, speed, and how the drops were computed.
 
     ``forward`` is 'dense' or 'incremental', ``dtype`` the compute dtype; bfloat16 runs add
     ``bf16_fidelity``, the Pearson correlation of their drops with float32 drops of the first
-    scored chunk (None when no chunk was scored in this process's run).
+    scored chunk (None when no chunk was scored in this process's run). ``canonical_side``
+    gives min, median and max of the scored images' canonical sides ``sides`` (all equal for
+    ``loose`` and ``tight`` crops; per image in drops.npz).
     """
-    images_done = scorer.count
-    extra = {"bf16_fidelity": scorer.bf16_fidelity} if cfg.dtype == "bfloat16" else {}
+    images_done, backend = scorer.sums.count, scorer.backend
+    extra = {"bf16_fidelity": backend.bf16_fidelity} if cfg.dtype == "bfloat16" else {}
     return {
         "model": cfg.model,
         "model_name": scorer.model.name,
@@ -61,14 +87,14 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float) -> 
         "crop_policy": scorer.model.crop_policy,
         "crop_margin": float(scorer.model.crop_margin),
         "patch_size": int(scorer.patch),
-        "canonical_patch_size": float(scorer.f),
+        "canonical_side": side_summary(sides),
         "score": cfg.score,
         "reduce": cfg.reduce,
-        "forward": scorer.forward,
-        **({"forward_note": scorer.forward_note} if getattr(scorer, "forward_note", "") else {}),
+        "forward": backend.forward,
+        **({"forward_note": backend.forward_note} if backend.forward_note else {}),
         "dtype": cfg.dtype,
         **extra,
-        "vertices": scorer.num_vertices,
+        "vertices": scorer.geometry.num_vertices,
         "subdivision": cfg.subdivision,
         "visibility": cfg.visibility,
         "canvas": list(scorer.canon.canvas_hw),
@@ -107,13 +133,17 @@ def save_png(dest, rgb: np.ndarray) -> None:
 
 
 def write_final(out_dir, scorer, drops: dict[str, np.ndarray], summary_: dict) -> dict:
-    """Write cms.npy, cms.png, drops.npz (rows in the run's image order) and summary.json."""
+    """Write cms.npy, cms.png, drops.npz (rows in the run's image order) and summary.json.
+
+    drops.npz holds `DROP_KEYS` (``canonical_side``: float32 (N,), each image's canonical square
+    side f_i) and ``canon_xy`` (V, 2), the canonical vertices.
+    """
     out = storage.path(out_dir)
-    cms = scorer.cms().astype(np.float32)
+    cms = scorer.sums.cms().astype(np.float32)
     storage.save_npy(out / "cms.npy", cms)
-    save_png(out / "cms.png", render_cms(cms, scorer.canon, scorer.coverage(), colours.score_unit(summary_)))
-    storage.save_npz(out / "drops.npz", canon_xy=scorer.canon.vertices.astype(np.float32),
-                     canonical_patch_size=np.float32(scorer.f), **drops)
+    coverage = scorer.geometry.coverage(drops["canonical_side"])
+    save_png(out / "cms.png", render_cms(cms, scorer.canon, coverage, colours.score_unit(summary_)))
+    storage.save_npz(out / "drops.npz", canon_xy=scorer.canon.vertices.astype(np.float32), **drops)
     write_summary(out_dir, summary_)
     return summary_
 

@@ -35,7 +35,7 @@ def identity_references(spec: str, scorer, files: list[str], *, workers: int = 2
 
     Args:
       spec: ``csv:FILE``.
-      scorer: the run's `Scorer` (model, engine).
+      scorer: the run's `Scorer` (its model and drops backend).
       files: the run's image list (all processes: every process needs every identity's mean).
     """
     from cms_jax.pipeline.prepare import FacePreparer
@@ -54,7 +54,7 @@ def identity_references(spec: str, scorer, files: list[str], *, workers: int = 2
             if p is not None and p.reason is None:
                 batch.append(p)
             if batch and (p is None or len(batch) == 64):
-                e = scorer.engine.embed(scorer.model.preprocess(np.stack([b.crop for b in batch])))
+                e = scorer.backend.embed(scorer.model.preprocess(np.stack([b.crop for b in batch])))
                 emb.update({b.path: v.astype(np.float64) for b, v in zip(batch, e)})
                 batch = []
             if p is not None and p.reason is not None:

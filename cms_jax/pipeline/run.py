@@ -108,7 +108,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
     policy = policy or FailurePolicy()
     ckpt = RunCheckpoint(work / "checkpoints")
     done, parts, skipped, seconds_before, input_state, rows = 0, [], [], 0.0, None, []
-    restored = ckpt.restore(scorer.state(0)) if ckpt.latest_step() is not None else None
+    restored = ckpt.restore(scorer.sums.checkpoint(0)) if ckpt.latest_step() is not None else None
     if restored is not None:
         state, meta = restored
         problem = None
@@ -124,11 +124,12 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         if problem:
             ckpt.close()
             raise problem
-        scorer.load_state(state)
+        scorer.sums.restore(state)
         done, parts, skipped = int(meta["done"]), list(meta["parts"]), list(meta["skipped"])
         seconds_before, rows = float(meta["seconds"]), list(meta.get("throughput", []))
         input_state = meta["input_state"].encode()
-        scorer.bf16_fidelity = meta.get("bf16_fidelity", scorer.bf16_fidelity)  # measured before the stop
+        backend = scorer.backend  # its bf16 fidelity was measured before the stop
+        backend.bf16_fidelity = meta.get("bf16_fidelity", backend.bf16_fidelity)
     # Shards written after the last checkpoint belong to work that will be redone.
     for stale in {p.name for p in parts_dir.glob("*.npz")} - set(parts):
         (parts_dir / stale).unlink()
@@ -145,7 +146,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
                 "skipped": skipped, "seconds": seconds_before + time.monotonic() - t_start, "done": done,
                 "files_total": len(all_files), "files_digest": _files_digest(all_files), "shard": [lo, hi, pc],
                 "input_state": source.get_state().decode(), "throughput": log.rows,
-                "bf16_fidelity": scorer.bf16_fidelity}
+                "bf16_fidelity": scorer.backend.bf16_fidelity}
 
     error, last_ckpt = None, time.monotonic()
     try:
@@ -171,7 +172,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
                 skipped.extend(failed)
                 if result is not None:
                     with timer("accumulate"):
-                        scorer.accumulate(result)
+                        scorer.sums.add(result)
                     name = f"part-{lo + done:09d}.npz"
                     with timer("write"):
                         outputs.write_part(parts_dir / name, result)
@@ -180,17 +181,17 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
             log.update(done)
             if progress:
                 progress.update(len(chunk), note=f"skipped {len(skipped)}")
-            policy.chunk(errors, f"process {pi}: {done} of {len(files)} images read, {scorer.count} scored, "
+            policy.chunk(errors, f"process {pi}: {done} of {len(files)} images read, {scorer.sums.count} scored, "
                                  f"{len(skipped)} skipped ({reason_counts(skipped)})")
             if time.monotonic() - last_ckpt >= checkpoint_every_s or done == len(files):
                 with timer("checkpoint"):
-                    ckpt.save(done, scorer.state(done), meta_now())
+                    ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
                 last_ckpt = time.monotonic()
             if stop_after and done >= stop_after and done < len(files):
-                ckpt.save(done, scorer.state(done), meta_now())
+                ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
                 return {"stopped_at": done}
         if ckpt.latest_step() is None:  # empty shard: still leave a checkpoint
-            ckpt.save(done, scorer.state(done), meta_now())
+            ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
     except RunFailed as e:
         error = f"process {pi}: {e}"
     except Exception:  # anything else: the other processes must still hear of it

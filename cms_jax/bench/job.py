@@ -10,10 +10,13 @@ against a jitted 2048x2048 fp32 matmul timed in the same process, and, when
 TensorFlow is importable, runs the same model file through the dense
 procedure a Keras user would write (`keras_reference`) on the same faces,
 after the job (JAX and TensorFlow share the cores: never concurrently).
+`run` is ``experiments/bench_job.py``: the job's `RunConfig` from a
+`JobBenchConfig`, the results printed and written to ``bench_job.json``.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -22,20 +25,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cms_jax.pipeline import keras_reference, run_job
+from cms_jax.bench import keras_reference
+from cms_jax.bench.measure import device_info, matmul_rate
+from cms_jax.pipeline import RunConfig, run_job
 
 
-def matmul_rate(n: int = 2048) -> float:
-    """Measured fp32 FLOP/s of a jitted n x n ``jnp.dot`` on the default device (best of 3)."""
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(jnp.dot)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n ** 3 / best
+@dataclasses.dataclass(frozen=True)
+class JobBenchConfig:
+    """The job benchmark (the flags of ``experiments/bench_job.py``).
+
+    ``smoke``: the tiny model on 4 CelebA samples, a 256x256 reference matmul; seconds.
+    """
+    images: str = ""              # folder, glob or list of images (default: faces/utkface_22k)
+    max_images: int = 100         # use the first N images
+    model: str = "gender"         # built-in model name or a model file
+    incremental: bool = False     # exact incremental inference (not black boxes)
+    dtype: str = "float32"        # compute dtype of the scoring
+    workers: int = 2              # host worker processes (decode + MediaPipe)
+    warmup_images: int = 2        # images of the untimed warm-up run (0: none)
+    keras: bool = True            # Keras side by side when TensorFlow is importable
+    smoke: bool = False
 
 
 def peak_rss_mib() -> float:
@@ -73,12 +82,10 @@ def bench_job(cfg, *, workers: int = 2, warmup_images: int = 2, chunk_images: in
       keras: run the Keras side by side when TensorFlow is importable.
 
     Returns:
-      The results dict (see ``experiments/bench_job.py``).
+      The results dict (the keys of ``bench_job.json``).
     """
-    dev = jax.devices()[0]
-    res = {"device": {"kind": dev.device_kind, "platform": dev.platform, "count": jax.device_count()},
-           "model": cfg.model, "images": cfg.images, "workers": workers,
-           "config": cfg.to_dict(), "matmul_fp32_flops_per_s": matmul_rate(matmul_n)}
+    res = {"device": device_info(), "model": cfg.model, "images": cfg.images, "workers": workers,
+           "config": cfg.to_dict(), "matmul_fp32_flops_per_s": matmul_rate(matmul_n, jnp.float32)}
     cache_flags = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
                    "jax_persistent_cache_min_entry_size_bytes")
     saved = {k: getattr(jax.config, k) for k in cache_flags}
@@ -204,3 +211,22 @@ def print_report(res: dict) -> None:
               f"with host prep; job/keras {k['job_over_keras_with_host_prep']:.2f}x (with host prep), "
               f"{k['job_over_keras_predict_only']:.2f}x (predict only); drops Pearson "
               f"{k['drops_pearson']:.5f}, max |diff| {k['drops_max_abs_diff']:.2e}")
+
+
+def run(cfg: JobBenchConfig, out_dir: str) -> dict:
+    """Measure the job of ``cfg``, print the report, write ``out_dir/bench_job.json``; returns its dict."""
+    from cms_jax.pipeline import default_images as celeba_samples
+
+    smoke = cfg.smoke
+    job = RunConfig(model="tiny" if smoke else cfg.model,
+                    images=celeba_samples() if smoke else (cfg.images or default_images()),
+                    max_images=4 if smoke else cfg.max_images, incremental=cfg.incremental, dtype=cfg.dtype)
+    res = bench_job(job, workers=cfg.workers, warmup_images=cfg.warmup_images,
+                    matmul_n=256 if smoke else 2048, keras=cfg.keras)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "bench_job.json")
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
+    print_report(res)
+    print(f"wrote {path}")
+    return res

@@ -1,0 +1,87 @@
+"""The drops backend of a run (Eq. 1): the one occlusion engine, set up from the run's flags.
+
+`DropsBackend` resolves the occlusion side sz (``--patch_size``, 0: the model's
+default), the forward strategy (``--incremental``: a black-box model is refused
+with ``True`` and scored densely with ``'auto'``, the reason in
+``forward_note``) and the compute dtype, and builds the `OcclusionEngine` on
+this process's devices. A bfloat16 run also measures, once, how its drops
+agree with float32 drops of the same images (``summary.json["bf16_fidelity"]``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cms_jax import sharding
+from cms_jax.engine import EngineResult, OcclusionEngine
+from cms_jax.occlusion import default_patch_size
+
+
+class DropsBackend:
+    """The engine of one run and what it needs from the config.
+
+    Attributes:
+      model: the FaceModel.
+      patch: the occlusion side sz in input pixels.
+      forward: 'dense' or 'incremental' (what the engine runs).
+      forward_note: why an ``incremental='auto'`` run is dense ('' otherwise).
+      dtype: 'float32' or 'bfloat16'.
+      engine: the `OcclusionEngine`.
+      bf16_fidelity: Pearson of bfloat16 drops with float32 drops of the first measured chunk (None before).
+    """
+
+    def __init__(self, cfg, model, devices=None):
+        """Builds the engine.
+
+        Args:
+          cfg: the `RunConfig` (score, batch_size, patch_size, incremental, dtype, fill).
+          model: the FaceModel.
+          devices: the mesh's devices (default: this process's local devices).
+        """
+        self.model, self.score, self.fill, self.dtype = model, cfg.score, float(cfg.fill), cfg.dtype
+        self.batch_size = cfg.batch_size
+        self.patch = cfg.patch_size or default_patch_size(model.input_size[0])
+        self.mesh = sharding.data_mesh(devices)
+        self.forward, self.forward_note = ("incremental" if cfg.incremental else "dense"), ""
+        try:
+            self.engine = self._engine(self.dtype)
+        except ValueError as e:
+            if cfg.incremental != "auto" or "Drop --incremental" not in str(e):
+                raise
+            self.forward, self.forward_note = "dense", f"incremental unavailable: {e}"
+            self.engine = self._engine(self.dtype)
+        self.bf16_fidelity: float | None = None
+        self._fp32: OcclusionEngine | None = None
+
+    def _engine(self, dtype: str) -> OcclusionEngine:
+        return OcclusionEngine(self.model, score=self.score, batch_size=self.batch_size, images_per_group=16,
+                               mesh=self.mesh, forward=self.forward, dtype=dtype, patch_size=self.patch)
+
+    def drops(self, x, xy, valid, targets=None, patch_size: int = 0) -> EngineResult:
+        """Eq. 1 at every valid vertex of preprocessed inputs ``x`` (N, H, W, C) (`OcclusionEngine.run`).
+
+        ``patch_size`` 0 uses the run's ``patch``; targets as `OcclusionEngine.run`.
+        """
+        return self.engine.run(x, xy, valid=valid, targets=targets, patch_size=patch_size or self.patch,
+                               fill=self.fill)
+
+    def embed(self, x) -> np.ndarray:
+        """The model's clean outputs (embeddings) of preprocessed inputs (`OcclusionEngine.embed`)."""
+        return self.engine.embed(x)
+
+    def measure_fidelity(self, res: EngineResult, x, xy, targets) -> None:
+        """For a bfloat16 run not yet measured: ``bf16_fidelity`` from ``res`` against float32 drops.
+
+        The Pearson correlation of ``res`` (this run's drops of ``x``) with float32 drops of the same
+        images and targets; stays None when the drops are constant (then the next chunk is tried).
+        """
+        if self.dtype != "bfloat16" or self.bf16_fidelity is not None:
+            return
+        self._fp32 = self._fp32 or self._engine("float32")
+        same = res.targets if self.engine.mode != "cosine" else targets  # the classes bf16 scored
+        ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.fill)
+        keep = res.valid & np.isfinite(res.drops) & np.isfinite(ref.drops)
+        a, b = res.drops[keep], ref.drops[keep]
+        if a.size < 2 or a.std() == 0 or b.std() == 0:
+            return
+        self._fp32 = None  # only the first chunk is compared: free its weights and compiled steps
+        self.bf16_fidelity = float(np.corrcoef(a, b)[0, 1])
