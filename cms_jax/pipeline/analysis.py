@@ -59,9 +59,13 @@ def _group_differences(canon, per, lab, drops, valid, sides, coverage, unit, *, 
     png, tests, masks = {}, {}, {}
     xy_t, hw_t, sides_t = _test_grid(canon, sides, test_side)
     h, w = canon.canvas_hw
+    # Each group's sample is drawn and rendered once and reused by every pair it is in.
+    rendered = {}
+    for g in per:
+        i = _sample(np.nonzero(lab == g)[0], test_images, rng)
+        rendered[g] = (i, grp.cis_maps(drops[i], valid[i], xy_t, hw_t, sides_t[i]))
     for a, b in itertools.combinations(per, 2):
-        ia, ib = (_sample(np.nonzero(lab == g)[0], test_images, rng) for g in (a, b))
-        cis_a, cis_b = (grp.cis_maps(drops[i], valid[i], xy_t, hw_t, sides_t[i]) for i in (ia, ib))
+        (ia, cis_a), (ib, cis_b) = rendered[a], rendered[b]
         t = grp.permutation_test(cis_a, cis_b, permutations=permutations, alpha=alpha)
         sig = cv2.resize(t["significant"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         sig &= coverage
