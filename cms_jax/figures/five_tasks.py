@@ -82,7 +82,10 @@ def run(images: str, out_dir: str, base: FinetuneConfig, *, task_names=TASKS, fi
                                   flip=base.flip and t != "headpose", name=f"{base.backbone}_{t}")
         run_dir = os.path.join(out_dir, f"task_{t}")
         done = os.path.join(run_dir, "summary.json")
-        s = json.load(open(done)) if os.path.isfile(done) else {}
+        s = {}
+        if os.path.isfile(done):
+            with open(done) as f:
+                s = json.load(f)
         if not s.get("model_dir"):
             s = finetune(cfg, run_dir, resume=os.path.isdir(os.path.join(run_dir, "checkpoints")),
                          workers=workers, align_cache=cache)
