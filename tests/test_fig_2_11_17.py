@@ -5,34 +5,15 @@ registered, parsed and removed one script at a time) and its outputs are checked
 the numbers behind them (correlations, centre share, nose offsets, the nearest-centroid check)
 are checked against cases with known answers.
 """
-import importlib
 import json
-import sys
 
 import cv2
 import numpy as np
 import pytest
-from absl import flags
 
 from cms_jax.figures import methods, nose_closeups, nose_pose, task_models
+from script_runner import PANEL, run_script
 
-PANEL = 240  # pixels per panel side: common.panels' 2.4 inches at 100 dpi
-
-
-def run_script(name, *args):
-    """Import experiments.<name> with fresh flags, parse ``args`` and call its main()."""
-    module = f"experiments.{name}"
-    sys.modules.pop(module, None)
-    mod = importlib.import_module(module)
-    own = [f.name for f in flags.FLAGS.get_flags_for_module(mod)]
-    try:
-        flags.FLAGS([module, *args])
-        mod.main([])
-    finally:
-        for n in own:
-            delattr(flags.FLAGS, n)
-        flags.FLAGS.unparse_flags()
-        sys.modules.pop(module, None)
 
 
 def panels(path, rows, cols, side=PANEL):

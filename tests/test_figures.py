@@ -4,39 +4,20 @@ Scripts run in this process (their absl flags are registered, parsed and removed
 at a time), so jax is imported once; the figures that read a CMS run share one tiny run.
 Outputs are checked for content: PNG size in panels, panels not blank, numbers in range.
 """
-import importlib
 import json
 import math
 import shutil
-import sys
 
 import cv2
 import numpy as np
 import pytest
-from absl import flags
 
 from cms_jax import models
 from cms_jax.figures import common, stats
 from cms_jax.figures.sanity import default_levels, layer_order, randomise
 from cms_jax.pipeline import RunConfig
+from script_runner import PANEL, run_script
 
-PANEL = 240  # pixels per panel side: common.panels' 2.4 inches at 100 dpi
-
-
-def run_script(name, *args):
-    """Import experiments.<name> with fresh flags, parse ``args`` and call its main()."""
-    module = f"experiments.{name}"
-    sys.modules.pop(module, None)
-    mod = importlib.import_module(module)
-    own = [f.name for f in flags.FLAGS.get_flags_for_module(mod)]
-    try:
-        flags.FLAGS([module, *args])
-        mod.main([])
-    finally:
-        for n in own:
-            delattr(flags.FLAGS, n)
-        flags.FLAGS.unparse_flags()
-        sys.modules.pop(module, None)
 
 
 def read_png(path, rows, cols, title=True):
