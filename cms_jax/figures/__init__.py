@@ -8,6 +8,7 @@
   metrics_table.run     Figs. 9-10  Average Drop, Increase, Win of CAMs and the CMS (Eqs. 7-11)
   individual.figure     Fig. 14  individual occlusion maps beside the CMS
   pairs.figure          Fig. 15  confidences on pairs of images
+  makeup.run            Fig. 15  digital eye make-up against the same paint on the cheeks
   patch_size.figure     Fig. 16  CIS of one image for several patch sizes
 
 Every function writes a PNG and a JSON into its ``out_dir`` and returns the JSON's dict.

@@ -41,23 +41,20 @@ def _wrap(model: FaceModel, transform, params, class_names, *, suffix, output="c
     def apply_fn(p, x):
         return transform(p, inner_apply(p["model"], x))
 
-    head_fn = None
-    if inner_head is not None:
-        def head_fn(p, a):
-            return transform(p, inner_head(p["model"], a))
+    inner_features = model.features_fn
 
-    features_fn = None
-    if model.features_fn is not None:
-        inner_features = model.features_fn
+    def head_fn(p, a):
+        return transform(p, inner_head(p["model"], a))
 
-        def features_fn(p, x):
-            return inner_features(p["model"], x)
+    def features_fn(p, x):
+        return inner_features(p["model"], x)
 
     if inner_apply in HOST_FLOPS:  # a black box stays countable through the wrapper
         HOST_FLOPS[apply_fn] = HOST_FLOPS[inner_apply]
     return dataclasses.replace(model, name=f"{model.name}_{suffix}", apply_fn=apply_fn, params=params,
                                class_names=tuple(class_names), output=output, outputs_are_probs=probs,
-                               features_fn=features_fn, head_fn=head_fn, head_logits_fn=None)
+                               features_fn=features_fn if inner_features is not None else None,
+                               head_fn=head_fn if inner_head is not None else None, head_logits_fn=None)
 
 
 def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = (-15.0, 15.0),
