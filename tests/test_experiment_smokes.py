@@ -180,3 +180,28 @@ def test_bench_onnx_smoke(tmp_path, shared_dir):
     assert f["onnx_jax_max_abs_diff"] < 1e-4 and f["onnx_jax_native_batch_max_abs_diff"] < 1e-4
     assert f["onnxruntime_ms"] > 0 and f["onnx_jax_ms"] > 0
     assert r["coverage"]["mobilefacenet_style"]["onnx_jax_lacks"] == []
+
+
+def test_fig10_runs_one_table_per_model_and_puts_them_side_by_side(tmp_path, shared_dir):
+    """Fig. 10 (``models``): a sub-folder and table per model, named after the model, and fig10.md
+    holding the tables in order; the same model twice on the same faces gives the same table."""
+    from cms_jax.figures import common, metrics_table
+
+    cfg = metrics_table.MetricsConfig(models=("tiny", "tiny"), images=common.smoke_images(2), max_images=0,
+                                      workers=0, grid_faces=2, scorecam_batch=16)
+    tables = metrics_table.run(cfg, str(tmp_path))
+    assert len(tables) == 2 and tables[0]["n"] == 2
+    assert tables[0]["methods"] == tables[1]["methods"]
+    mds = [(tmp_path / f"{i}_tiny" / "fig09.md").read_text() for i in range(2)]
+    assert json.load(open(tmp_path / "1_tiny" / "fig09.json"))["methods"] == tables[1]["methods"]
+    assert (tmp_path / "fig10.md").read_text() == "\n\n".join(m.removesuffix("\n") for m in mds) + "\n"
+    assert (tmp_path / "fig10.md").read_text().count("**tiny: Fig. 9 metrics** (N = 2)") == 2
+    assert json.load(open(tmp_path / "0_tiny" / "cms" / "summary.json"))["images_done"] == 2  # in-sample CMS
+
+
+def test_fig10_folder_names():
+    from cms_jax.figures.metrics_table import folder_label
+    assert folder_label("gender") == "gender"
+    assert folder_label("/runs/five/task_gender/model") == "task_gender"
+    assert folder_label("out/ft/model/") == "ft"
+    assert folder_label("/models/gender_mini_XCEPTION.hdf5") == "gender_mini_XCEPTION.hdf5"

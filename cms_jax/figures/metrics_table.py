@@ -157,6 +157,15 @@ def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str) -> tuple[dict, s
     return table, md
 
 
+def folder_label(model: str) -> str:
+    """A model's name in Fig. 10's sub-folders: a built-in name, a file's name, or for a trained
+    model's ``.../<run>/model`` folder the run's name."""
+    parts = [p for p in model.replace(os.sep, "/").split("/") if p]
+    if len(parts) >= 2 and parts[-1] == "model":
+        return parts[-2]
+    return parts[-1] if parts else model
+
+
 def run(cfg: MetricsConfig, out_dir: str) -> list[dict]:
     """Fig. 9 (one model, or the smoke inputs) or Fig. 10 (``cfg.models``: a table each + fig10.md).
 
@@ -169,7 +178,7 @@ def run(cfg: MetricsConfig, out_dir: str) -> list[dict]:
         return [table_for(real_inputs(cfg, cfg.model, out_dir), cfg, out_dir)[0]]
     tables, mds = [], []
     for i, name in enumerate(cfg.models):
-        sub = os.path.join(out_dir, f"{i}_{os.path.basename(name.rstrip('/'))}")
+        sub = os.path.join(out_dir, f"{i}_{folder_label(name)}")
         table, md = table_for(real_inputs(cfg, name, sub), cfg, sub)
         tables.append(table)
         mds.append(md)
