@@ -29,7 +29,7 @@ def main(argv):
         base = RunConfig(images=common.smoke_images(3), batch_size=256)
         result = tasks.figure(base, _OUT_DIR.value, model_names=["tiny"], workers=0)
     else:
-        base = RunConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value)
+        base = RunConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, incremental="auto")
         result = tasks.figure(base, _OUT_DIR.value, model_names=_MODELS.value,
                               extra={"vgg_face": _VGG.value} if _VGG.value else None, workers=_WORKERS.value,
                               align_cache=_ALIGN_CACHE.value or None)

@@ -28,7 +28,7 @@ def main(argv):
     if _SMOKE.value:
         cfg = RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256)
     else:
-        cfg = RunConfig(model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value)
+        cfg = RunConfig(model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value, incremental="auto")
     result = maps.figure(cfg, _OUT_DIR.value, show=2 if _SMOKE.value else _SHOW.value, cms_dir=_CMS_DIR.value,
                          workers=0 if _SMOKE.value else _WORKERS.value)
     print(f"{len(result['faces'])} faces, CMS over {result['cms_images']} images -> {_OUT_DIR.value}/fig06.png")

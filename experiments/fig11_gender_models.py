@@ -32,7 +32,8 @@ def main(argv):
     if _SMOKE.value:
         base, models, workers = RunConfig(images=common.smoke_images(3), batch_size=256), ["tiny", "tiny"], 0
     else:
-        base = RunConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, label_from=_LABEL_FROM.value)
+        base = RunConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, label_from=_LABEL_FROM.value,
+                        incremental="auto")  # as the main job: the same drops, fewer FLOPs
         models, workers = _MODELS.value, _WORKERS.value
     result = task_models.figure(base, _OUT_DIR.value, models, workers=workers,
                                 align_cache=_ALIGN_CACHE.value or None)

@@ -29,7 +29,7 @@ def main(argv):
     if _SMOKE.value:
         cfg = RunConfig(model="tiny", images=common.smoke_images(3), batch_size=256)
     else:
-        cfg = RunConfig(model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value)
+        cfg = RunConfig(model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value, incremental="auto")
     result = individual.figure(cfg, _OUT_DIR.value, show=3 if _SMOKE.value else _SHOW.value,
                                cms_dir=_CMS_DIR.value, workers=0 if _SMOKE.value else _WORKERS.value)
     print(f"mean Spearman of single CIS maps with the CMS: {result['cis_vs_cms_spearman_mean']:.3f} "

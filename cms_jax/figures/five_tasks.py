@@ -96,7 +96,7 @@ def run(images: str, out_dir: str, base: FinetuneConfig, *, task_names=TASKS, fi
                       "steps": s["steps_done"], "seconds": s["seconds"], "model_dir": s["model_dir"]}
         models[t] = s["model_dir"]
     held = heldout_list(files, base.val_fraction, fig_images, os.path.join(out_dir, "heldout.txt"))
-    fig = tasks.figure(RunConfig(images=held, batch_size=fig_batch), os.path.join(out_dir, "fig01"),
+    fig = tasks.figure(RunConfig(images=held, batch_size=fig_batch, incremental="auto"), os.path.join(out_dir, "fig01"),
                        model_names=(), extra=models, workers=workers, align_cache=cache)
     return common.write_json(os.path.join(out_dir, "five_tasks.json"), {
         "images": images, "backbone": base.backbone, "teachers": teach, "tasks": trained,
