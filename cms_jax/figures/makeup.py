@@ -59,8 +59,9 @@ def _check(xy) -> np.ndarray:
     xy = np.asarray(xy, np.float64)
     if xy.ndim != 2 or xy.shape[0] < 468 or xy.shape[1] != 2 or not np.isfinite(xy[:468]).all():
         raise ValueError(f"eye make-up: need (468, 2) finite landmarks, got shape {xy.shape}")
-    if _geometry(xy)[1] < 1.0:
-        raise ValueError(f"eye make-up: the eyes are {_geometry(xy)[1]:.2f} px apart; no face to paint")
+    iod = _geometry(xy)[1]
+    if iod < 1.0:
+        raise ValueError(f"eye make-up: the eyes are {iod:.2f} px apart; no face to paint")
     return xy
 
 
@@ -69,8 +70,8 @@ def _ss(points: np.ndarray) -> np.ndarray:
     return np.round((points + 0.5) * _SS - 0.5).astype(np.int32)
 
 
-def _one_eye(xy: np.ndarray, hw: tuple[int, int], side: str) -> np.ndarray:
-    """Float (H, W) darkening weights of one eye's eyeshadow and eyeliner."""
+def _one_eye(xy: np.ndarray, hw: tuple[int, int], side: str, iod: float) -> np.ndarray:
+    """Float (H, W) darkening weights of one eye's eyeshadow and eyeliner (``iod``: inter-ocular distance)."""
     h, w = hw
     shadow = np.zeros((h * _SS, w * _SS), np.uint8)  # drawn supersampled; INTER_AREA anti-aliases
     liner = np.zeros_like(shadow)
@@ -82,7 +83,7 @@ def _one_eye(xy: np.ndarray, hw: tuple[int, int], side: str) -> np.ndarray:
     for pts, frac in ((lid, 0.10), (_resample(xy[list(LOWER_LID[side])], 24), 0.05)):
         thick = max(1, int(round(frac * eye_w * _SS)))
         cv2.polylines(liner, [_ss(pts)], False, 255, thick)
-    shadow = cv2.GaussianBlur(shadow.astype(np.float32) / 255, (0, 0), 0.04 * _geometry(xy)[1] * _SS)
+    shadow = cv2.GaussianBlur(shadow.astype(np.float32) / 255, (0, 0), 0.04 * iod * _SS)
     mask = np.maximum(SHADOW_ALPHA * shadow, LINER_ALPHA * liner.astype(np.float32) / 255)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA).clip(0.0, 1.0)
 
@@ -98,7 +99,8 @@ def eye_makeup_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
       ValueError: landmarks that are not 468 finite points, or eyes that collapse to a point.
     """
     xy = _check(xy)
-    return np.maximum(_one_eye(xy, hw, "right"), _one_eye(xy, hw, "left"))
+    iod = _geometry(xy)[1]
+    return np.maximum(_one_eye(xy, hw, "right", iod), _one_eye(xy, hw, "left", iod))
 
 
 def cheek_control_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -113,7 +115,7 @@ def cheek_control_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         away = (centres[side] - mid) / max(np.linalg.norm(centres[side] - mid), 1e-6)
         dx, dy = iod * (CHEEK_DOWN * down + CHEEK_OUT * away)
         m = np.float32([[1, 0, dx], [0, 1, dy]])
-        out = np.maximum(out, cv2.warpAffine(_one_eye(xy, hw, side), m, (w, h), flags=cv2.INTER_LINEAR,
+        out = np.maximum(out, cv2.warpAffine(_one_eye(xy, hw, side, iod), m, (w, h), flags=cv2.INTER_LINEAR,
                                              borderValue=0.0))
     return out
 
