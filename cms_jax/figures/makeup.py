@@ -88,8 +88,11 @@ def _one_eye(xy: np.ndarray, hw: tuple[int, int], side: str, iod: float) -> np.n
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA).clip(0.0, 1.0)
 
 
-def eye_makeup_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Float (H, W) darkening weights in [0, 1]: eyeshadow and eyeliner of both eyes.
+def makeup_masks(xy: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(eye make-up, cheek control): float (H, W) darkening weights in [0, 1], each eye drawn once.
+
+    The control is each eye's mask moved onto its upper cheek: CHEEK_DOWN inter-ocular distances
+    towards the mouth and CHEEK_OUT away from the nose, so it lands beside the nose, not under it.
 
     Args:
       xy: (468, 2) MediaPipe landmarks in crop pixels (x column, y row).
@@ -99,25 +102,28 @@ def eye_makeup_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
       ValueError: landmarks that are not 468 finite points, or eyes that collapse to a point.
     """
     xy = _check(xy)
-    iod = _geometry(xy)[1]
-    return np.maximum(_one_eye(xy, hw, "right", iod), _one_eye(xy, hw, "left", iod))
-
-
-def cheek_control_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Each eye's make-up mask moved onto its upper cheek: CHEEK_DOWN inter-ocular distances
-    towards the mouth and CHEEK_OUT away from the nose, so it lands beside the nose, not under it."""
-    xy = _check(xy)
     centres, iod, down = _geometry(xy)
     mid = (centres["right"] + centres["left"]) / 2
     h, w = hw
-    out = np.zeros(hw, np.float32)
+    eyes, cheeks = np.zeros(hw, np.float32), np.zeros(hw, np.float32)
     for side in ("right", "left"):
+        one = _one_eye(xy, hw, side, iod)
         away = (centres[side] - mid) / max(np.linalg.norm(centres[side] - mid), 1e-6)
         dx, dy = iod * (CHEEK_DOWN * down + CHEEK_OUT * away)
-        m = np.float32([[1, 0, dx], [0, 1, dy]])
-        out = np.maximum(out, cv2.warpAffine(_one_eye(xy, hw, side, iod), m, (w, h), flags=cv2.INTER_LINEAR,
-                                             borderValue=0.0))
-    return out
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        eyes = np.maximum(eyes, one)
+        cheeks = np.maximum(cheeks, cv2.warpAffine(one, shift, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0))
+    return eyes, cheeks
+
+
+def eye_makeup_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The eye make-up of `makeup_masks`: eyeshadow and eyeliner of both eyes."""
+    return makeup_masks(xy, hw)[0]
+
+
+def cheek_control_mask(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The cheek control of `makeup_masks`: the same paint on the upper cheeks."""
+    return makeup_masks(xy, hw)[1]
 
 
 def paint(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -226,8 +232,7 @@ def run(model_names, images: str, out_dir: str, *, max_images: int = 0, label_fr
             raise ValueError(f"makeup: no face of {images!r} was aligned and labelled by {label_from} "
                              f"({len(skipped)} skipped, e.g. {skipped[:2]})")
         hw = kept[0].crop.shape[:2]
-        eyes_m = [eye_makeup_mask(f.xy, hw) for f in kept]
-        cheek_m = [cheek_control_mask(f.xy, hw) for f in kept]
+        eyes_m, cheek_m = zip(*(makeup_masks(f.xy, hw) for f in kept))
         versions = {"clean": [f.crop for f in kept], "eyes": [paint(f.crop, m) for f, m in zip(kept, eyes_m)],
                     "cheeks": [paint(f.crop, m) for f, m in zip(kept, cheek_m)]}
         p = {k: np.concatenate([fm.confidences(np.stack(v[j:j + batch]))[:, man] for j in range(0, len(v), batch)])
