@@ -20,6 +20,8 @@ import numpy as np
 from cms_jax import forward as fwd
 from cms_jax import occlusion as occ
 from cms_jax import sharding as shd
+from cms_jax import work_items as wi
+from cms_jax.compile_options import engine_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,8 @@ class OcclusionEngine:
             raise ValueError(f"batch_size and images_per_group must be >= 1, got "
                              f"{batch_size} and {images_per_group}")
         self.batch_size = shd.round_up(batch_size, ndev)
+        self.batch_sizes = wi.ladder(self.batch_size, ndev)  # the last batches of a group (`work_items`)
+        self.item_counts = wi.ItemCounts()
         self.group = shd.round_up(images_per_group, ndev)
         self.patch_size, self.dtype = patch_size, dtype
         self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype)
@@ -165,7 +169,7 @@ class OcclusionEngine:
                 raise ValueError(f"targets must be class indices in [0, {k}), got {tgt_in.tolist()}")
         drops = np.zeros((n, v), np.float32)
         out_tgt, out_clean = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        g, b = self.forward.group_size(self.group, images.shape[1:], sz), self.batch_size
+        g = self.forward.group_size(self.group, images.shape[1:], sz)
         for g0 in range(0, n, g):
             m = min(g, n - g0)
             carry, c_phi, c_cls = self.forward.group(shd.pad_to(images[g0:g0 + m], g),
@@ -175,16 +179,21 @@ class OcclusionEngine:
             ii, vv = np.nonzero(ok[g0:g0 + m])
             boxes = np.concatenate([occ.square_bounds(xy[g0 + i], sz, (h, w)) for i in range(m)])
             boxes = boxes.reshape(m, v, 4)[ii, vv]
-            item_tgt = tgt_in[g0 + ii] if self.mode == "cosine" else out_tgt[g0 + ii]
+            keep, inverse = wi.unique_items(ii, boxes)  # each distinct (image, square) scored once
+            ui, ub = ii[keep].astype(np.int32), boxes[keep]
+            item_tgt = tgt_in[g0 + ui] if self.mode == "cosine" else out_tgt[g0 + ui]
+            plan = wi.batch_plan(len(ui), self.batch_sizes)
+            self.item_counts.add(len(ii), len(ui), sum(p.size for p in plan))
             pending = []
-            for s in range(0, len(ii), b):  # dispatch all batches, then fetch (async pipeline)
-                e = min(s + b, len(ii))
-                phi, _ = self.forward.step(carry, shd.pad_to(ii[s:e].astype(np.int32), b),
-                                           shd.pad_to(boxes[s:e], b), shd.pad_to(item_tgt[s:e], b), fill)
+            for p in plan:  # dispatch all batches, then fetch (async pipeline)
+                s, e = p.start, p.end
+                phi, _ = self.forward.step(carry, shd.pad_to(ui[s:e], p.size), shd.pad_to(ub[s:e], p.size),
+                                           shd.pad_to(item_tgt[s:e], p.size), fill)
                 pending.append((s, e, phi))
+            scored = np.zeros(len(ui), np.float32)
             for s, e, phi in pending:
-                drops[g0 + ii[s:e], vv[s:e]] = occ.drops_from_confidences(
-                    out_clean[g0 + ii[s:e]], np.asarray(phi)[:e - s])
+                scored[s:e] = occ.drops_from_confidences(out_clean[g0 + ui[s:e]], np.asarray(phi)[:e - s])
+            drops[g0 + ii, vv] = scored[inverse]
         return EngineResult(drops=drops, targets=out_tgt, clean=out_clean, valid=np.array(ok))
 
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -194,7 +203,8 @@ class OcclusionEngine:
             return np.asarray(self._apply(self._params, images), np.float32)
         if not hasattr(self, "_embed"):
             rep, dat = shd.replicated(self.mesh), shd.data_sharding(self.mesh)
-            self._embed = jax.jit(self._apply, in_shardings=(rep, dat), out_shardings=dat)
+            self._embed = jax.jit(self._apply, in_shardings=(rep, dat), out_shardings=dat,
+                                  compiler_options=engine_options(self.mesh))
             self._embed_params = shd.replicate(self._params, self.mesh)
         out = []
         for s in range(0, len(images), self.group):

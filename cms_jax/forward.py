@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cms_jax import occlusion as occ
+from cms_jax.compile_options import engine_options
 from cms_jax import sharding as shd
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -80,7 +81,7 @@ class Dense:
             params = model.params if dtype == "float32" else cast_floats(model.params, self.dtype)
             self._params = shd.replicate(params, mesh)
             self._step = jax.jit(self._step_impl, in_shardings=(rep, rep, dat, dat, dat, rep),
-                                 out_shardings=(dat, dat))
+                                 out_shardings=(dat, dat), compiler_options=engine_options(mesh))
         else:  # cannot be traced: occlude on the device, run the model on the host (float32 input)
             self._params = model.params
             self._occlude = jax.jit(lambda slab, idx, box, fill: occ.occlude_batch(slab[idx], box, fill))
@@ -162,9 +163,11 @@ class IncrementalForward:
             one = jax.ShapeDtypeStruct((1,) + key[0], self.dtype)
             nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
                 jax.eval_shape(inc.clean, self._params, one)[1]))
-            self._plans[key] = (inc, jax.jit(clean, in_shardings=(rep, dat, dat), out_shardings=(rep, dat, dat)),
+            opts = engine_options(self.mesh)
+            self._plans[key] = (inc, jax.jit(clean, in_shardings=(rep, dat, dat), out_shardings=(rep, dat, dat),
+                                             compiler_options=opts),
                                 jax.jit(step, in_shardings=(rep, rep, dat, dat, dat, rep),
-                                        out_shardings=(dat, dat)), nbytes)
+                                        out_shardings=(dat, dat), compiler_options=opts), nbytes)
         return self._plans[key]
 
     def num_outputs(self, image_shape) -> int:

@@ -142,6 +142,10 @@ def test_gender_run_drops_equal_a_hand_occluded_forward(gender_run):
         assert c == int(np.argmax(probs[0])) and abs(float(d["clean"][i]) - probs[0, c]) < 1e-6
         np.testing.assert_allclose(d["drops"][i, picks], probs[0, c] - probs[1:, c], rtol=0, atol=2e-6)
         assert np.abs(d["drops"][i, strongest]).min() > 1e-3  # the strongest drops are real changes
+    # each distinct (image, square) was scored once; the counts add up to the vertices scored
+    items = s["work_items"]
+    assert items["vertices"] == int(d["valid"].sum())
+    assert 0 < items["unique"] < items["vertices"] and items["unique"] <= items["computed"]
 
 
 def test_incremental_scoring_gives_the_dense_drops(gender_run, tmp_path):

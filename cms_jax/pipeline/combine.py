@@ -18,6 +18,15 @@ import numpy as np
 
 from cms_jax.pipeline import collective, outputs
 from cms_jax.pipeline.failures import RunFailed, reason_counts
+from cms_jax.work_items import ItemCounts
+
+
+def _sum_items(rows: list[dict]) -> dict:
+    """The processes' `work_items.ItemCounts`, added (copies asked for, distinct, computed)."""
+    total = ItemCounts()
+    for r in rows:
+        total.add(r["vertices"], r["unique"], r["computed"])
+    return total.as_dict()
 
 
 def _sum_stages(dicts: list[dict]) -> dict:
@@ -57,7 +66,8 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
         metas = collective.gather_json({k: local[k] for k in ("skipped", "seconds", "files", "host_seconds",
                                                               "throughput")}
                                        | {"stage_seconds": timer.as_dict(),
-                                          "bf16_fidelity": scorer.backend.bf16_fidelity})
+                                          "bf16_fidelity": scorer.backend.bf16_fidelity,
+                                          "work_items": scorer.backend.engine.item_counts.as_dict()})
     # In process order: the same additions as one process, in float64.
     scorer.sums.merge_from([{k[6:]: v for k, v in a.items() if k.startswith("state/")} for a in arrays])
     scored = [a for a in arrays if a["drops/files"].size] or arrays[:1]
@@ -73,6 +83,7 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
     summary["per_process"] = [{"images_total": m["files"], "seconds": round(m["seconds"], 3),
                                "throughput": m["throughput"]} for m in metas]
     summary["host_seconds"] = _sum_stages([m["host_seconds"] for m in metas])
+    summary["work_items"] = _sum_items([m["work_items"] for m in metas])
     if pi == 0:
         t = time.perf_counter()
         if scorer.sums.count:

@@ -130,6 +130,9 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         input_state = meta["input_state"].encode()
         backend = scorer.backend  # its bf16 fidelity was measured before the stop
         backend.bf16_fidelity = meta.get("bf16_fidelity", backend.bf16_fidelity)
+        counts = meta.get("work_items")
+        if counts:  # copies scored before the stop
+            backend.engine.item_counts.add(counts["vertices"], counts["unique"], counts["computed"])
     # Shards written after the last checkpoint belong to work that will be redone.
     for stale in {p.name for p in parts_dir.glob("*.npz")} - set(parts):
         (parts_dir / stale).unlink()
@@ -146,7 +149,8 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
                 "skipped": skipped, "seconds": seconds_before + time.monotonic() - t_start, "done": done,
                 "files_total": len(all_files), "files_digest": _files_digest(all_files), "shard": [lo, hi, pc],
                 "input_state": source.get_state().decode(), "throughput": log.rows,
-                "bf16_fidelity": scorer.backend.bf16_fidelity}
+                "bf16_fidelity": scorer.backend.bf16_fidelity,
+                "work_items": scorer.backend.engine.item_counts.as_dict()}
 
     error, last_ckpt = None, time.monotonic()
     try:
