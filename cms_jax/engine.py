@@ -64,7 +64,8 @@ class OcclusionEngine:
 
     def __init__(self, model: Any, *, score: str = "prob", batch_size: int = 64,
                  images_per_group: int = 16, mesh: jax.sharding.Mesh | None = None,
-                 forward: str = "dense", dtype: str = "float32", patch_size: int = 0):
+                 forward: str = "dense", dtype: str = "float32", patch_size: int = 0,
+                 approx_tau: float = 1.0):
         """Builds the engine.
 
         Args:
@@ -89,6 +90,8 @@ class OcclusionEngine:
                 at 224, scaled). With 'incremental' and a model that has ``input_size``
                 and ``channels``, its plan is built here, so a black box is
                 refused at once.
+            approx_tau: 1.0 (exact), or in (0, 1) approximate incremental inference
+                (`cms_jax.incremental.Incremental`'s ``approx_tau``); 'incremental' only.
         """
         apply, params, probs, output, jittable, name = _as_model(model)
         if forward not in fwd.FORWARDS:
@@ -108,7 +111,9 @@ class OcclusionEngine:
         self.item_counts = wi.ItemCounts()
         self.group = shd.round_up(images_per_group, ndev)
         self.patch_size, self.dtype = patch_size, dtype
-        self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype)
+        self.approx_tau = float(approx_tau)
+        self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype,
+                                             approx_tau)
         size, ch = getattr(model, "input_size", None), getattr(model, "channels", None)
         if forward == "incremental" and size is not None and ch is not None:
             self.forward.plan((*size, ch), occ.check_patch_size(patch_size, size[0]))

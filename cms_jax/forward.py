@@ -73,7 +73,10 @@ class Dense:
 
     name = "dense"
 
-    def __init__(self, model: Model, mesh, dtype: str):
+    def __init__(self, model: Model, mesh, dtype: str, approx_tau: float = 1.0):
+        if approx_tau != 1.0:
+            raise ValueError(f"approx_tau={approx_tau} approximates incremental inference; the dense forward "
+                             f"is always exact (model {model.name!r}): use forward='incremental' or approx_tau=1")
         self.model, self.mesh, self.dtype = model, mesh, DTYPES[dtype]
         self.trace_count = 0
         rep, dat = shd.replicated(mesh), shd.data_sharding(mesh)
@@ -129,11 +132,12 @@ class IncrementalForward:
 
     name = "incremental"
 
-    def __init__(self, model: Model, mesh, dtype: str):
+    def __init__(self, model: Model, mesh, dtype: str, approx_tau: float = 1.0):
         if not model.jittable:
             raise ValueError(f"forward='incremental' cannot score model {model.name!r}: it cannot be traced "
                              f"(a black box). Drop --incremental to score it densely.")
         self.model, self.mesh, self.dtype = model, mesh, DTYPES[dtype]
+        self.approx_tau = float(approx_tau)
         self.trace_count = 0
         self._params = shd.replicate(cast_floats(model.params, self.dtype), mesh)
         self._plans: dict[tuple, tuple] = {}
@@ -144,7 +148,8 @@ class IncrementalForward:
         if key not in self._plans:
             from cms_jax.incremental import Incremental
             try:
-                inc = Incremental(self.model.apply, self._params, key[0], key[1], dtype=self.dtype)
+                inc = Incremental(self.model.apply, self._params, key[0], key[1], dtype=self.dtype,
+                                  approx_tau=self.approx_tau)
             except ValueError as e:
                 raise ValueError(f"forward='incremental' cannot score model {self.model.name!r}: {e} "
                                  f"Drop --incremental to score it densely.") from None

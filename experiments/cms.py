@@ -52,6 +52,9 @@ _ONNX = flags.DEFINE_enum("onnx_backend", "jax", ["jax", "onnxruntime"], "ONNX m
                           "(on the device, incremental) or run by onnxruntime on the host.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of weights and inputs; "
                            "bfloat16 records bf16_fidelity (Pearson vs float32) in summary.json.")
+_APPROX = flags.DEFINE_float("approx_tau", 1.0, "1 = exact. In (0, 1): approximate incremental inference "
+                             "(Krypton's projective-field threshold): a window grows to at most this share of "
+                             "its map's side; summary.json records approx_fidelity (vs exact, first chunk).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out_dir.")
 _CKPT_S = flags.DEFINE_float("checkpoint_every_s", 30.0, "Seconds between checkpoints.")
@@ -79,7 +82,8 @@ def main(argv):
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
                     target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,
-                    incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value)
+                    incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value,
+                    approx_tau=_APPROX.value)
     try:
         summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
                           num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,

@@ -178,3 +178,34 @@ def test_bad_arguments_are_named():
         Incremental(resnet, resnet_params(), (32, 32, 3), 0)
     with pytest.raises(ValueError, match="switch_fraction"):
         Incremental(resnet, resnet_params(), (32, 32, 3), 3, switch_fraction=1.5)
+
+
+def test_approx_tau_keeps_the_central_window_and_drops_changes_beyond_it():
+    """Krypton's threshold on one conv: the occluded outputs inside the capped window, clean outside."""
+    from cms_jax import occlusion as occ
+    rng = np.random.default_rng(0)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+
+    def apply(p, x):
+        y = jax.lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(y.shape[0], -1)
+
+    x = rng.normal(size=(2, 24, 24, 2)).astype(np.float32)
+    idx = np.array([0, 1, 1], np.int32)
+    boxes = np.array([[5, 9, 7, 11], [0, 4, 0, 4], [20, 24, 18, 22]], np.int32)
+    dense = np.asarray(apply(kernel, occ.occlude_batch(jnp.asarray(x)[idx], boxes, 0.0))).reshape(3, 24, 24, 3)
+    exact = Incremental(apply, kernel, (24, 24, 2), 4)
+    _, stack = exact.clean(kernel, x)
+    np.testing.assert_allclose(np.asarray(exact.items(kernel, stack, idx, boxes, 0.0)).reshape(dense.shape),
+                               dense, atol=1e-5)
+    approx = Incremental(apply, kernel, (24, 24, 2), 4, approx_tau=0.2)  # window 6 -> ceil(0.2 * 24) = 5
+    out, stack = approx.clean(kernel, x)
+    got = np.asarray(approx.items(kernel, stack, idx, boxes, 0.0)).reshape(dense.shape)
+    want = np.asarray(out).reshape(2, 24, 24, 3)[idx].copy()
+    for b, (x1, _, y1, _) in enumerate(boxes):  # the window starts at y1 - 1 (3x3, pad 1); 6 -> 5 keeps [0, 5)
+        sl = (b, slice(max(y1 - 1, 0), y1 + 4), slice(max(x1 - 1, 0), x1 + 4))
+        want[sl] = dense[sl]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(got - dense).max() > 0.1  # the dropped row and column really changed
+    with pytest.raises(ValueError, match="approx_tau must be in"):
+        Incremental(apply, kernel, (24, 24, 2), 4, approx_tau=0.0)

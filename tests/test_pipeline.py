@@ -177,6 +177,28 @@ def test_bfloat16_run_records_its_fidelity_to_float32(gender_run, tmp_path):
         run_job(dataclasses.replace(cfg, dtype="bfloat16"), out, workers=0, resume=True)
 
 
+def test_approximate_run_records_its_fidelity_to_exact_drops(gender_run, tmp_path):
+    cfg, out = gender_run
+    ap = str(tmp_path / "approx")
+    run_job(dataclasses.replace(cfg, incremental=True, approx_tau=0.5), ap, workers=0, chunk_images=3)
+    s = json.load(open(os.path.join(ap, "summary.json")))
+    assert (s["forward"], s["config"]["approx_tau"]) == ("incremental", 0.5)
+    fid = s["approx_fidelity"]
+    # Recorded = this run's drops against the exact float32 run's, computed here from the two files
+    # (one chunk of 3 faces: the whole run was compared); tau 0.5 really approximates.
+    a, b = np.load(os.path.join(out, "drops.npz")), np.load(os.path.join(ap, "drops.npz"))
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    keep = a["valid"] & b["valid"]
+    diff = np.abs(a["drops"][keep] - b["drops"][keep])
+    assert fid["approx_tau"] == 0.5 and fid["vertices"] == int(keep.sum())
+    assert fid["pearson"] == pytest.approx(np.corrcoef(a["drops"][keep], b["drops"][keep])[0, 1], abs=1e-5)
+    assert fid["max_abs_diff"] == pytest.approx(diff.max(), abs=1e-5) and diff.max() > 1e-3
+    with pytest.raises(ValueError, match=r"approx_tau: 1.0 \(checkpoint\) -> 0.5 \(now\)"):
+        run_job(dataclasses.replace(cfg, approx_tau=0.5, incremental=True), out, workers=0, resume=True)
+    with pytest.raises(ValueError, match=r"approx_tau=0.5 approximates incremental inference; --noincremental"):
+        run_job(dataclasses.replace(cfg, approx_tau=0.5), str(tmp_path / "dense"), workers=0)
+
+
 def test_incremental_refuses_a_black_box_model():
     from cms_jax.models.blackbox import callable_model
     from cms_jax.models.base import make_preprocess

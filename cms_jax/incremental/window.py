@@ -92,11 +92,19 @@ class Context:
       clean: ``clean(var, pads, pad_value)`` -> (G,) + padded shape, the clean stack.
       avals: value id -> abstract value.
       switch_fraction: windows covering at least this share of a map go dense.
+      approx_tau: 1.0 (exact), or the largest share of a map's side a convolution or pooling window
+        may grow to (Krypton's projective-field threshold): the central part is kept, changes
+        beyond it are dropped.
     """
     idx: Any
     clean: Callable
     avals: dict
     switch_fraction: float
+    approx_tau: float = 1.0
+
+    def cap(self, n: int) -> int:
+        """The longest window along a map axis of length ``n`` (unbounded when exact)."""
+        return 1 << 30 if self.approx_tau >= 1.0 else max(1, int(np.ceil(self.approx_tau * n)))
 
 
 def _place(w, axis: int, rel, erel: np.ndarray, size: int):

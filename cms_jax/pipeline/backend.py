@@ -4,8 +4,9 @@
 default), the forward strategy (``--incremental``: a black-box model is refused
 with ``True`` and scored densely with ``'auto'``, the reason in
 ``forward_note``) and the compute dtype, and builds the `OcclusionEngine` on
-this process's devices. A bfloat16 run also measures, once, how its drops
-agree with float32 drops of the same images (``summary.json["bf16_fidelity"]``).
+this process's devices. A bfloat16 run, or an approximate one (``--approx_tau``
+< 1), also measures, once, how its drops agree with float32 exact drops of the
+same images (``summary.json["bf16_fidelity"]``, ``["approx_fidelity"]``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class DropsBackend:
     """
 
     def __init__(self, cfg, model, devices=None):
+        if cfg.approx_tau < 1.0 and not cfg.incremental:
+            raise ValueError(f"--approx_tau={cfg.approx_tau} approximates incremental inference; "
+                             f"--noincremental scores densely (always exact): drop one of them")
         """Builds the engine.
 
         Args:
@@ -41,20 +45,27 @@ class DropsBackend:
         self.batch_size = cfg.batch_size
         self.patch = cfg.patch_size or default_patch_size(model.input_size[0])
         self.mesh = sharding.data_mesh(devices)
+        self.approx_tau = float(cfg.approx_tau)
         self.forward, self.forward_note = ("incremental" if cfg.incremental else "dense"), ""
         try:
             self.engine = self._engine(self.dtype)
         except ValueError as e:
             if cfg.incremental != "auto" or "Drop --incremental" not in str(e):
                 raise
+            if self.approx_tau < 1.0:
+                raise ValueError(f"--approx_tau={self.approx_tau} approximates incremental inference, which "
+                                 f"model {model.name!r} cannot take: {e}") from None
             self.forward, self.forward_note = "dense", f"incremental unavailable: {e}"
             self.engine = self._engine(self.dtype)
         self.bf16_fidelity: float | None = None
+        self.approx_fidelity: dict | None = None
         self._fp32: OcclusionEngine | None = None
 
-    def _engine(self, dtype: str) -> OcclusionEngine:
+    def _engine(self, dtype: str, approx_tau: float | None = None) -> OcclusionEngine:
+        tau = self.approx_tau if approx_tau is None else approx_tau
         return OcclusionEngine(self.model, score=self.score, batch_size=self.batch_size, images_per_group=16,
-                               mesh=self.mesh, forward=self.forward, dtype=dtype, patch_size=self.patch)
+                               mesh=self.mesh, forward=self.forward, dtype=dtype, patch_size=self.patch,
+                               approx_tau=tau)
 
     def drops(self, x, xy, valid, targets=None, patch_size: int = 0) -> EngineResult:
         """Eq. 1 at every valid vertex of preprocessed inputs ``x`` (N, H, W, C) (`OcclusionEngine.run`).
@@ -68,20 +79,36 @@ class DropsBackend:
         """The model's clean outputs (embeddings) of preprocessed inputs (`OcclusionEngine.embed`)."""
         return self.engine.embed(x)
 
-    def measure_fidelity(self, res: EngineResult, x, xy, targets) -> None:
-        """For a bfloat16 run not yet measured: ``bf16_fidelity`` from ``res`` against float32 drops.
+    @property
+    def measures_fidelity(self) -> bool:
+        """Whether this run's drops are not float32-exact (bfloat16 or ``approx_tau`` < 1)."""
+        return self.dtype == "bfloat16" or self.approx_tau < 1.0
 
-        The Pearson correlation of ``res`` (this run's drops of ``x``) with float32 drops of the same
-        images and targets; stays None when the drops are constant (then the next chunk is tried).
+    def measure_fidelity(self, res: EngineResult, x, xy, targets) -> None:
+        """For a bfloat16 or approximate run not yet measured: its drops against float32 exact drops.
+
+        ``res`` (this run's drops of ``x``) is compared with float32, exact (``approx_tau`` 1) drops
+        of the same images and targets: ``bf16_fidelity`` (bfloat16 runs) is their Pearson
+        correlation; ``approx_fidelity`` (``approx_tau`` < 1) holds the Pearson correlation, the
+        largest absolute difference and the vertices compared. Both stay None when the drops are
+        constant (then the next chunk is tried).
         """
-        if self.dtype != "bfloat16" or self.bf16_fidelity is not None:
+        need_bf16 = self.dtype == "bfloat16" and self.bf16_fidelity is None
+        need_approx = self.approx_tau < 1.0 and self.approx_fidelity is None
+        if not (need_bf16 or need_approx):
             return
-        self._fp32 = self._fp32 or self._engine("float32")
-        same = res.targets if self.engine.mode != "cosine" else targets  # the classes bf16 scored
+        self._fp32 = self._fp32 or self._engine("float32", 1.0)
+        same = res.targets if self.engine.mode != "cosine" else targets  # the classes this run scored
         ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.fill)
         keep = res.valid & np.isfinite(res.drops) & np.isfinite(ref.drops)
         a, b = res.drops[keep], ref.drops[keep]
         if a.size < 2 or a.std() == 0 or b.std() == 0:
             return
         self._fp32 = None  # only the first chunk is compared: free its weights and compiled steps
-        self.bf16_fidelity = float(np.corrcoef(a, b)[0, 1])
+        r = float(np.corrcoef(a, b)[0, 1])
+        if self.dtype == "bfloat16":
+            self.bf16_fidelity = r
+        if self.approx_tau < 1.0:
+            self.approx_fidelity = {"approx_tau": self.approx_tau, "pearson": r,
+                                    "max_abs_diff": float(np.abs(a - b).max()), "vertices": int(a.size),
+                                    "against": "float32 exact incremental, first scored chunk"}

@@ -67,6 +67,7 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
                                                               "throughput")}
                                        | {"stage_seconds": timer.as_dict(),
                                           "bf16_fidelity": scorer.backend.bf16_fidelity,
+                                          "approx_fidelity": scorer.backend.approx_fidelity,
                                           "work_items": scorer.backend.engine.item_counts.as_dict()})
     # In process order: the same additions as one process, in float64.
     scorer.sums.merge_from([{k[6:]: v for k, v in a.items() if k.startswith("state/")} for a in arrays])
@@ -76,6 +77,8 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
     skipped = sorted((s for m in metas for s in m["skipped"]), key=lambda s: order.get(s["file"], -1))
     fidelity = next((m["bf16_fidelity"] for m in metas if m["bf16_fidelity"] is not None), None)
     scorer.backend.bf16_fidelity = fidelity if fidelity is not None else scorer.backend.bf16_fidelity
+    approx = next((m["approx_fidelity"] for m in metas if m["approx_fidelity"] is not None), None)
+    scorer.backend.approx_fidelity = approx if approx is not None else scorer.backend.approx_fidelity
     summary = outputs.summary(cfg, scorer, total=len(all_files), skipped=skipped,
                               seconds=max(m["seconds"] for m in metas), sides=drops["canonical_side"])
     summary["skipped_reasons"] = reason_counts(skipped)

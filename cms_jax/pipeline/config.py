@@ -45,6 +45,9 @@ class RunConfig:
         black box); the same numbers within float rounding.
       dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
         changes the numbers, so it is part of the fingerprint.
+      approx_tau: 1.0 (exact) or in (0, 1): approximate incremental inference (Krypton's
+        projective-field threshold, `cms_jax.incremental`); changes the numbers (fingerprinted),
+        and the run records its fidelity to exact drops (``summary.json["approx_fidelity"]``).
     """
 
     model: str = "gender"
@@ -65,6 +68,7 @@ class RunConfig:
     incremental: bool | str = False
     dtype: str = "float32"
     onnx_backend: str = "jax"
+    approx_tau: float = 1.0
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
     _NOT_IN_FINGERPRINT = ("batch_size", "incremental", "onnx_backend")
@@ -82,6 +86,8 @@ class RunConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.onnx_backend not in ("jax", "onnxruntime"):
             raise ValueError(f"onnx_backend must be 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
+        if not 0.0 < self.approx_tau <= 1.0:
+            raise ValueError(f"approx_tau must be in (0, 1] (1 = exact), got {self.approx_tau!r}")
         if self.incremental not in (True, False, "auto"):
             raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
         from cms_jax import sources

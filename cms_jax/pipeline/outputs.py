@@ -72,12 +72,15 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float, sid
 
     ``forward`` is 'dense' or 'incremental', ``dtype`` the compute dtype; bfloat16 runs add
     ``bf16_fidelity``, the Pearson correlation of their drops with float32 drops of the first
-    scored chunk (None when no chunk was scored in this process's run). ``canonical_side``
+    scored chunk (None when no chunk was scored in this process's run); ``approx_tau`` < 1 runs add
+    ``approx_fidelity`` (Pearson and max |diff| against exact float32 drops, the same chunk). ``canonical_side``
     gives min, median and max of the scored images' canonical sides ``sides`` (all equal for
     ``loose`` and ``tight`` crops; per image in drops.npz).
     """
     images_done, backend = scorer.sums.count, scorer.backend
     extra = {"bf16_fidelity": backend.bf16_fidelity} if cfg.dtype == "bfloat16" else {}
+    if cfg.approx_tau < 1.0:
+        extra["approx_fidelity"] = backend.approx_fidelity
     return {
         "model": cfg.model,
         "model_name": scorer.model.name,

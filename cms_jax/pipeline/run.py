@@ -130,6 +130,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         input_state = meta["input_state"].encode()
         backend = scorer.backend  # its bf16 fidelity was measured before the stop
         backend.bf16_fidelity = meta.get("bf16_fidelity", backend.bf16_fidelity)
+        backend.approx_fidelity = meta.get("approx_fidelity", backend.approx_fidelity)
         counts = meta.get("work_items")
         if counts:  # copies scored before the stop
             backend.engine.item_counts.add(counts["vertices"], counts["unique"], counts["computed"])
@@ -150,6 +151,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
                 "files_total": len(all_files), "files_digest": _files_digest(all_files), "shard": [lo, hi, pc],
                 "input_state": source.get_state().decode(), "throughput": log.rows,
                 "bf16_fidelity": scorer.backend.bf16_fidelity,
+                "approx_fidelity": scorer.backend.approx_fidelity,
                 "work_items": scorer.backend.engine.item_counts.as_dict()}
 
     error, last_ckpt = None, time.monotonic()

@@ -101,7 +101,7 @@ class Scorer:
             x, xy, valid = (self.model.preprocess(np.stack([k[0].crop for k in kept])),
                             np.stack([k[2] for k in kept]), np.stack([k[3] for k in kept]))
             res = self.backend.drops(x, xy, valid, targets)
-            self.backend.measure_fidelity(res, x, xy, targets)  # bfloat16 runs: once
+            self.backend.measure_fidelity(res, x, xy, targets)  # bfloat16 or approx_tau runs: once
         except Exception as e:  # never lose the run to one chunk
             if len(kept) == 1:
                 return None, failed + [{"file": files[0], "reason": f"scoring failed: {type(e).__name__}: {e}",
