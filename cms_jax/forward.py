@@ -161,9 +161,9 @@ class IncrementalForward:
                 out, stack = inc.clean(params, images)
                 return (stack,) + phi(out, mode, target)
 
-            def step(params, stack, idx, boxes, target, fill):
+            def step(params, stack, idx, boxes, offsets, target, fill):
                 self.trace_count += 1
-                return phi(inc.items(params, stack, idx, boxes, fill), mode, target)
+                return phi(inc.items(params, stack, idx, boxes, fill, offsets), mode, target)
 
             one = jax.ShapeDtypeStruct((1,) + key[0], self.dtype)
             nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
@@ -171,7 +171,7 @@ class IncrementalForward:
             opts = engine_options(self.mesh)
             self._plans[key] = (inc, jax.jit(clean, in_shardings=(rep, dat, dat), out_shardings=(rep, dat, dat),
                                              compiler_options=opts),
-                                jax.jit(step, in_shardings=(rep, rep, dat, dat, dat, rep),
+                                jax.jit(step, in_shardings=(rep, rep, dat, dat, dat, dat, rep),
                                         out_shardings=(dat, dat), compiler_options=opts), nbytes)
         return self._plans[key]
 
@@ -189,12 +189,12 @@ class IncrementalForward:
         """Clean outputs and clean stack of the group (computed sharded, stack replicated)."""
         _, clean, step, _ = self.plan(images.shape[1:], patch)
         stack, c_phi, c_cls = clean(self._params, images.astype(self.dtype), targets)
-        return (step, stack), c_phi, c_cls
+        return (self.plan(images.shape[1:], patch)[0], step, stack), c_phi, c_cls
 
     def step(self, carry, idx, boxes, targets, fill):
         """phi and class of one device batch of copies, from the group's clean stack."""
-        step, stack = carry
-        return step(self._params, stack, idx, boxes, targets, np.asarray(fill, self.dtype))
+        inc, step, stack = carry  # offsets computed once per batch, on the host (`incremental.offsets`)
+        return step(self._params, stack, idx, boxes, inc.offsets(boxes), targets, np.asarray(fill, self.dtype))
 
 
 FORWARDS = {"dense": Dense, "incremental": IncrementalForward}

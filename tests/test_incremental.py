@@ -209,3 +209,26 @@ def test_approx_tau_keeps_the_central_window_and_drops_changes_beyond_it():
     assert np.abs(got - dense).max() > 0.1  # the dropped row and column really changed
     with pytest.raises(ValueError, match="approx_tau must be in"):
         Incremental(apply, kernel, (24, 24, 2), 4, approx_tau=0.0)
+
+
+def test_host_offsets_equal_the_offsets_computed_in_the_program():
+    """`Incremental.offsets` (numpy, on the host) gives the windowed pass the same per-copy offsets."""
+    from cms_jax.incremental.offsets import host_offsets
+    params, shape = depthwise_params(), (33, 29, 3)
+    inc = Incremental(depthwise, params, shape, 4)
+    assert len(inc.offset_tables) > 3  # strides, pads and slices each shift the windows
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2,) + shape).astype(np.float32)
+    boxes = occ.square_bounds(rng.uniform(-3, 33, (16, 2)), 4, shape[:2])
+    idx = rng.integers(0, 2, 16).astype(np.int32)
+    _, stack = inc.clean(params, x)
+    offs = inc.offsets(boxes)
+    assert offs.shape == (16, len(inc.offset_tables)) and offs.dtype == np.int32
+    for t, (src, table) in enumerate(inc.offset_tables):
+        np.testing.assert_array_equal(offs[:, t], table[boxes[:, 2 if src == 0 else 0]])
+    assert host_offsets([], boxes).shape == (16, 1)
+    inside = np.asarray(jax.jit(inc.items)(params, stack, idx, boxes, 0.0))
+    given = np.asarray(jax.jit(inc.items)(params, stack, idx, boxes, 0.0, offs))
+    np.testing.assert_allclose(given, inside, rtol=0, atol=1e-6)
+    dense = np.asarray(depthwise(params, occ.occlude_batch(jnp.asarray(x)[idx], boxes, 0.0)))
+    np.testing.assert_allclose(given, dense, atol=1e-4)

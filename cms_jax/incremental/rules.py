@@ -17,7 +17,7 @@ from jax import lax
 
 from cms_jax import convs
 from cms_jax.incremental.program import Eqn, bind
-from cms_jax.incremental.window import (Axis, Context, Dense, Win, computed_once, finish, materialize, region,
+from cms_jax.incremental.window import (Axis, Context, Dense, Win, finish, materialize, region,
                                         static_offset)
 
 ELEMENTWISE = frozenset({
@@ -54,17 +54,16 @@ def _same(a: Axis, b: Axis) -> bool:
     return a.size == b.size and static_offset(a.eoff, b.eoff) == 0
 
 
-def _union(axes: list[Axis]) -> Axis:
+def _union(ctx: Context, axes: list[Axis]) -> Axis:
     """The smallest window holding every operand's window (elementwise ops)."""
     a0 = axes[0]
     if all(_same(a, a0) for a in axes):
         return a0
-    off = eoff = end = None
+    eoff = end = None
     for a in axes:
-        off = a.off if off is None else jnp.minimum(off, a.off)
         eoff = a.eoff if eoff is None else np.minimum(eoff, a.eoff)
         end = a.eoff + a.size if end is None else np.maximum(end, a.eoff + a.size)
-    return Axis(a0.dim, a0.src, a0.n, computed_once(off), eoff, int((end - eoff).max()))
+    return Axis(a0.dim, a0.src, a0.n, ctx.offset(eoff, a0.src), eoff, int((end - eoff).max()))
 
 
 def elementwise(ctx: Context, eqn: Eqn, ins: list) -> list:
@@ -77,7 +76,7 @@ def elementwise(ctx: Context, eqn: Eqn, ins: list) -> list:
                    or ctx.avals[w.var].shape != out_shape for w in wins)):
         return dense(ctx, eqn, ins)
     dims = w0.dims
-    axes = tuple(_union([w.axes[k] for w in wins]) for k in range(len(dims)))
+    axes = tuple(_union(ctx, [w.axes[k] for w in wins]) for k in range(len(dims)))
     offs, eoffs, sizes = [a.off for a in axes], [a.eoff for a in axes], [a.size for a in axes]
     args, in_axes = [], []
     for x in ins:
@@ -113,14 +112,13 @@ def _window_op(ctx, eqn, x: Win, in_dims, out_dims, k_eff, strides, pads, pad_va
     for a in x.axes:
         j = in_dims.index(a.dim)
         k, s, pl = k_eff[j], strides[j], pads[j][0]
-        o = -((-(a.off + pl - k + 1)) // s)  # first output whose field meets the window
-        eo = -((-(a.eoff + pl - k + 1)) // s)
+        eo = -((-(a.eoff + pl - k + 1)) // s)  # first output whose field meets the window
         size = (a.size + k - 2) // s + 1
         cap = ctx.cap(out_shape[out_dims[j]])
         if size > cap:  # approximate (Krypton's tau): keep the central cap outputs, drop the changes beyond
-            o, eo, size = o + (size - cap) // 2, eo + (size - cap) // 2, cap
-        o = computed_once(o)
-        starts.append(o * s - pl)
+            eo, size = eo + (size - cap) // 2, cap
+        o = ctx.offset(eo, a.src)
+        starts.append(ctx.offset(eo * s - pl, a.src))
         estarts.append(eo * s - pl)
         sizes.append((size - 1) * s + k)
         axes.append(Axis(out_dims[j], a.src, out_shape[out_dims[j]], o, eo, size))
@@ -203,7 +201,8 @@ def pad(ctx: Context, eqn: Eqn, ins: list) -> list:
         m = (u >= 0) & (u < a.n)
         mask = mask & m.reshape([-1] + [a.size if j == a.dim else 1 for j in range(data.ndim - 1)])
     data = jnp.where(mask, data, jnp.asarray(pad_value, data.dtype))
-    axes = tuple(Axis(a.dim, a.src, out_shape[a.dim], a.off + cfg[a.dim][0], a.eoff + cfg[a.dim][0], a.size)
+    axes = tuple(Axis(a.dim, a.src, out_shape[a.dim], ctx.offset(a.eoff + cfg[a.dim][0], a.src),
+                      a.eoff + cfg[a.dim][0], a.size)
                  for a in x.axes)
     return [finish(ctx, Win(data, axes, eqn.outs[0]))]
 
@@ -216,7 +215,8 @@ def slice_(ctx: Context, eqn: Eqn, ins: list) -> list:
         return dense(ctx, eqn, ins)
     start, limit = p["start_indices"], p["limit_indices"]
     out_shape = ctx.avals[eqn.outs[0]].shape
-    axes = tuple(Axis(a.dim, a.src, out_shape[a.dim], a.off - start[a.dim], a.eoff - start[a.dim], a.size)
+    axes = tuple(Axis(a.dim, a.src, out_shape[a.dim], ctx.offset(a.eoff - start[a.dim], a.src),
+                      a.eoff - start[a.dim], a.size)
                  for a in x.axes)
     cut = tuple(slice(None) if d in x.dims else slice(start[d], limit[d]) for d in range(len(out_shape)))
     return [finish(ctx, Win(x.data[(slice(None),) + cut], axes, eqn.outs[0]))]

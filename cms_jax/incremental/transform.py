@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from cms_jax.incremental import program as prg
+from cms_jax.incremental.offsets import Offsets, host_offsets
 from cms_jax.incremental.rules import apply_rule, input_window
 from cms_jax.incremental.window import Context, Dense, Win, materialize
 
@@ -83,6 +84,7 @@ class Incremental:
         self._tree = jax.tree_util.tree_structure(params)
         self.plan: list[tuple[str, str]] = []
         self.keys: dict[str, tuple] = {}
+        self.offset_tables: list | None = None  # recorded by the discovery trace
         self._discovering = True
         leaves = [jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in jax.tree_util.tree_leaves(params)]
         img = self.program.avals[self.program.image_id]
@@ -92,6 +94,7 @@ class Incremental:
                        jax.ShapeDtypeStruct((), img.dtype))
         self.keys = dict(stack.requested)
         self._discovering = False
+        assert self.offset_tables is not None
 
     # -- clean pass ---------------------------------------------------------------------------
     def clean(self, params: Any, images) -> tuple[Any, dict]:
@@ -121,7 +124,11 @@ class Incremental:
         return jax.vmap(one)(images)
 
     # -- windowed pass ------------------------------------------------------------------------
-    def items(self, params: Any, stack: dict, idx, boxes, fill) -> Any:
+    def offsets(self, boxes: np.ndarray) -> np.ndarray:
+        """(B, T) int32 per-copy window offsets of ``boxes`` for `items` (numpy; `offsets.host_offsets`)."""
+        return host_offsets(self.offset_tables, boxes)
+
+    def items(self, params: Any, stack: dict, idx, boxes, fill, offsets=None) -> Any:
         """Model outputs of occluded copies, computed incrementally.
 
         Args:
@@ -131,20 +138,23 @@ class Incremental:
           boxes: (B, 4) int32 squares ``(x1, x2, y1, y2)`` (``occlusion.square_bounds``),
             at most ``patch_size`` on a side.
           fill: value written into the squares.
+          offsets: `offsets` of the same ``boxes`` (B, T), computed on the host; None computes
+            them in the program (same values, slower on XLA:CPU).
 
         Returns:
           (B, K) outputs, as ``apply_fn`` would give on the occluded copies.
         """
-        return self._items(jax.tree_util.tree_leaves(params), _Stack(stack), idx, boxes, fill)
+        return self._items(jax.tree_util.tree_leaves(params), _Stack(stack), idx, boxes, fill, offsets)
 
-    def _items(self, leaves, stack, idx, boxes, fill):
+    def _items(self, leaves, stack, idx, boxes, fill, given=None):
         prog = self.program
 
         def clean(var, pads, value):
             return stack.get(_key(var, pads, value), (var, pads, value))
 
+        offsets = Offsets(boxes, None if self._discovering else self.offset_tables, given)
         ctx = Context(idx=idx, clean=clean, avals=prog.avals, switch_fraction=self.switch_fraction,
-                      approx_tau=self.approx_tau)
+                      offset=offsets, approx_tau=self.approx_tau)
         env: dict = dict(prog.consts)
         env.update(zip(prog.param_ids, leaves))
         env[prog.image_id] = input_window(ctx, prog.image_id, self.image_shape[:2], boxes, self.patch_size, fill)
@@ -159,7 +169,7 @@ class Incremental:
                 outs = prg.bind(e, ins)
             env.update(zip(e.outs, outs))
         if self._discovering:
-            self.plan = plan
+            self.plan, self.offset_tables = plan, offsets.tables
         out = env[prog.out_id]
         data = materialize(ctx, out) if isinstance(out, (Win, Dense)) else jnp.broadcast_to(out, (len(idx),) + out.shape)
         return data.reshape((data.shape[0],) + data.shape[2:])

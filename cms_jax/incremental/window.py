@@ -92,6 +92,8 @@ class Context:
       clean: ``clean(var, pads, pad_value)`` -> (G,) + padded shape, the clean stack.
       avals: value id -> abstract value.
       switch_fraction: windows covering at least this share of a map go dense.
+      offset: ``offset(table, src)`` -> (B,) int32, a table of every square position along image
+        axis ``src`` read at each copy's square (`offsets.Offsets`).
       approx_tau: 1.0 (exact), or the largest share of a map's side a convolution or pooling window
         may grow to (Krypton's projective-field threshold): the central part is kept, changes
         beyond it are dropped.
@@ -100,6 +102,7 @@ class Context:
     clean: Callable
     avals: dict
     switch_fraction: float
+    offset: Callable
     approx_tau: float = 1.0
 
     def cap(self, n: int) -> int:
@@ -176,7 +179,8 @@ def region(ctx: Context, var: int, dims: tuple[int, ...], starts: list, estarts:
     w, mask = win.data.astype(out.dtype), True
     for k, (d, a) in enumerate(zip(dims, win.axes)):
         s, sw = sizes[k], w.shape[1 + d]
-        rel, erel = a.off - starts[k], a.eoff - estarts[k]
+        erel = a.eoff - estarts[k]
+        rel = ctx.offset(erel, a.src)
         w = _place(w, 1 + d, rel, erel, s)
         t = jnp.arange(s, dtype=jnp.int32)[None]
         m = (t >= rel[:, None]) & (t < rel[:, None] + sw)
@@ -199,12 +203,6 @@ def materialize(ctx: Context, value) -> Any:
     # Materialised once: fused into a dense conv it would be recomputed for every tap (measured 8%).
     # (A batched dynamic_update_slice into the clean map, a scatter, was 3x slower than this.)
     return lax.optimization_barrier(out)
-
-
-def computed_once(offsets):
-    """Per-copy offsets, computed once: fused into consumers XLA recomputes their integer
-    arithmetic for every element of a window (measured 8% of the windowed pass)."""
-    return lax.optimization_barrier(offsets)
 
 
 def finish(ctx: Context, win: Win):
