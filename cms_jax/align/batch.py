@@ -1,7 +1,8 @@
 """Aligning many files (M_I for every image): worker processes and a disk cache.
 
 MediaPipe is CPU-bound and single-threaded per graph, so throughput comes from
-one FaceLandmarker per worker process (created once by the pool initializer).
+one FaceLandmarker per worker process (created once by the pool initializer,
+which also makes the worker exit when this process dies: ``cms_jax.workers``).
 Each file's outcome is cached by content and landmarker hash (cache.py), so a
 second run over the same files makes no MediaPipe call
 (``stats['detect_calls'] == 0``).
@@ -19,6 +20,7 @@ import numpy as np
 from cms_jax.align import images
 from cms_jax.align.cache import cache_key, entry_path, model_hash, read_entry, write_entry
 from cms_jax.align.landmarker import Face, Landmarker
+from cms_jax.workers import exit_with_parent, parent_token
 
 NO_FACE = "no face"
 
@@ -88,7 +90,8 @@ def _align_path(lm: Landmarker, path: str, key_of) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(model_path: str, num_faces: int, key_of) -> None:
+def _worker_init(model_path: str, num_faces: int, key_of, parent: tuple[int, bool]) -> None:
+    exit_with_parent(*parent)  # first: a worker never outlives the job (cms_jax/workers.py)
     lm = Landmarker(model_path, num_faces=num_faces)
     _WORKER.update(lm=lm, key_of=key_of)
     # Pool workers leave through os._exit: close the graph in multiprocessing's
@@ -162,7 +165,9 @@ def align_files(paths, workers: int = 2, cache_dir=None, num_faces: int = 4,
         else:
             ctx = multiprocessing.get_context(start_method)
             chunk = max(1, min(32, len(todo) // (4 * workers)))
-            with ctx.Pool(workers, _worker_init, (model_path, num_faces, key_of)) as pool:
+            # The pool is started and joined in this thread, so the parent-death signal is safe.
+            parent = parent_token(pdeathsig=True)
+            with ctx.Pool(workers, _worker_init, (model_path, num_faces, key_of, parent)) as pool:
                 outs = list(pool.imap_unordered(_worker_run, todo, chunksize=chunk))
                 pool.close()
                 pool.join()

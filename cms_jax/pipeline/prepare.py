@@ -8,6 +8,7 @@ iterator state (a few integers per worker) goes into the run's Orbax
 checkpoint, so a resumed run continues at the exact image. Landmarks are
 cached on disk by file content and landmarker hash (``cms_jax.align.batch``),
 so a resumed or repeated run makes no MediaPipe call for files it has seen.
+Each worker exits by itself when the job dies, however it dies (``cms_jax.workers``).
 
 Sharding: each JAX process takes its ``grain.ShardByJaxProcess`` share of the
 sorted list as a contiguous range (Grain's ``even_split``). The range is cut
@@ -31,6 +32,7 @@ from cms_jax.align.crops import crop_face
 from cms_jax.align.landmarker import Landmarker
 from cms_jax.pipeline import failures
 from cms_jax.pipeline.progress import StageTimer
+from cms_jax.workers import exit_with_parent, parent_token
 
 
 @dataclasses.dataclass
@@ -105,10 +107,22 @@ def _prepare(path: str, s: dict, lm, timer: StageTimer) -> Prepared:
 
 
 class _PrepareFace(grain.MapTransform):
-    """Grain transform: one file path -> `Prepared` (the landmarker is created lazily per worker)."""
+    """Grain transform: one file path -> `Prepared` (the landmarker is created lazily per worker).
+
+    Unpickling it is the first thing a Grain worker does with the pipeline, so that is where the
+    worker ties its life to the job's (``cms_jax.workers``; the ``DataLoader`` has no init hook).
+    """
 
     def __init__(self, settings: dict):
         self.settings = settings
+
+    def __getstate__(self) -> dict:
+        # Grain pickles the pipeline in the thread that starts the worker, right before starting it.
+        return {"settings": self.settings, "parent": parent_token()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.settings = state["settings"]
+        exit_with_parent(*state["parent"])  # a no-op where it was pickled
 
     def map(self, path: str) -> Prepared:
         return prepare_one(path, self.settings)
