@@ -48,8 +48,9 @@ _REFERENCE = flags.DEFINE_string("reference", "", "Embedding models: csv:FILE of
 _INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
                                   "(any model that runs on the device). Unset: used wherever the model "
                                   "allows; --incremental refuses a black box, --noincremental scores densely.")
-_ONNX = flags.DEFINE_enum("onnx_backend", "jax", ["jax", "onnxruntime"], "ONNX models: converted to JAX "
-                          "(on the device, incremental) or run by onnxruntime on the host.")
+_ONNX = flags.DEFINE_enum("onnx_backend", "auto", ["auto", "jax", "onnxruntime"], "ONNX models: converted to "
+                          "JAX (on the device, incremental) or run by onnxruntime on the host; auto: the "
+                          "faster by a short timed probe at the start (both rates in summary.json).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of weights and inputs; "
                            "bfloat16 records bf16_fidelity (Pearson vs float32) in summary.json.")
 _APPROX = flags.DEFINE_float("approx_tau", 1.0, "1 = exact. In (0, 1): approximate incremental inference "

@@ -107,7 +107,12 @@ def test_embedding_model_in_the_main_job(facenet, faces, tmp_path):
     s = run_job(RunConfig(model=path, images=folder, incremental="auto", patch_size=14), str(tmp_path / "self"),
                 workers=0,
                 show_progress=False)
-    assert (s["model_output"], s["forward"], s["images_done"]) == ("embedding", "incremental", 4)
+    assert (s["model_output"], s["images_done"]) == ("embedding", 4)
+    probe = s["onnx_backend_probe"]  # the default onnx_backend='auto' timed both runtimes
+    assert probe["jax"] > 0 and probe["onnxruntime"] > 0 and probe["probe_copies"] > 0
+    assert probe["chosen"] == max(("jax", "onnxruntime"), key=probe.get)
+    assert probe["forward"] == {"jax": "incremental", "onnxruntime": "dense"}
+    assert s["forward"] == probe["forward"][probe["chosen"]]
     d = np.load(tmp_path / "self" / "drops.npz")
     np.testing.assert_allclose(d["clean"], 1.0, atol=1e-5)  # each image against its own embedding
     assert (d["drops"][d["valid"]] > -1e-5).all()  # cosine to itself can only fall
@@ -138,3 +143,25 @@ def test_headpose_on_the_device_equals_the_host_path():
 def test_foreign_backend_is_checked():
     with pytest.raises(ValueError, match="onnx backend must be one of"):
         foreign.load_onnx("x.onnx", backend="tensorrt")
+
+
+def test_backend_probe_picks_the_faster_runtime_and_says_so(facenet, monkeypatch):
+    """Where onnxruntime is faster the job scores with it; --onnx_backend=jax or --incremental keep the device."""
+    from cms_jax.models.blackbox import OnnxRunner
+    from cms_jax.pipeline import backend_probe
+    from cms_jax.pipeline.scoring import Scorer
+    _, path = facenet
+    rates = {"jax": 10.0, "onnxruntime": 25.0}
+    monkeypatch.setattr(backend_probe, "copies_per_second",
+                        lambda b: rates["jax" if b.model.jittable else "onnxruntime"])
+    sc = Scorer(RunConfig(model=path, incremental="auto"))
+    assert sc.backend_probe["chosen"] == "onnxruntime" and sc.backend_probe["onnxruntime"] == 25.0
+    assert (sc.model.jittable, sc.backend.forward) == (False, "dense")
+    rates["jax"] = 40.0
+    sc = Scorer(RunConfig(model=path, incremental="auto"))
+    assert sc.backend_probe["chosen"] == "jax" and (sc.model.jittable, sc.backend.forward) == (True, "incremental")
+    assert Scorer(RunConfig(model=path, onnx_backend="jax")).backend_probe is None  # asked for: no probe
+    sc = Scorer(RunConfig(model=path, incremental=True))  # a host black box would be refused: device only
+    assert list(sc.backend_probe["forward"]) == ["jax"] and sc.backend.forward == "incremental"
+    assert backend_probe.is_onnx("headpose") and not backend_probe.is_onnx("gender")
+    assert OnnxRunner  # the host runtime the probe builds

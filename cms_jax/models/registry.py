@@ -116,7 +116,8 @@ def load(name_or_path: str | os.PathLike, *, onnx_backend: str = "jax") -> FaceM
     Args:
       name_or_path: one of `BUILTIN`, a ``.h5``/``.hdf5`` Keras full model, an ``.onnx`` file
         (FSA-Net files get the head-pose card), or a converter output directory.
-      onnx_backend: 'jax' (ONNX graphs converted to JAX: on the device) or 'onnxruntime' (host).
+      onnx_backend: 'jax' (ONNX graphs converted to JAX: on the device) or 'onnxruntime' (host);
+        'auto' loads 'jax' here (the main job times both first: `pipeline.backend_probe`).
 
     Returns:
       The `FaceModel`.
@@ -126,6 +127,7 @@ def load(name_or_path: str | os.PathLike, *, onnx_backend: str = "jax") -> FaceM
       cms_jax.assets.AssetError: a built-in model's file is absent.
     """
     s = os.fspath(name_or_path)
+    onnx_backend = "jax" if onnx_backend == "auto" else onnx_backend
     if s == "gender":
         return load_keras(_resolve("gender_mini_xception"))
     if s == "expression":

@@ -42,7 +42,8 @@ class RunConfig:
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
         'auto' (the main job's default): incremental where the model allows, else dense.
       onnx_backend: 'jax' (ONNX graphs converted to JAX, on the device) or 'onnxruntime' (host
-        black box); the same numbers within float rounding.
+        black box); the same numbers within float rounding. 'auto': the faster of the two by a
+        short timed probe at the start (`pipeline.backend_probe`, recorded in summary.json).
       dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
         changes the numbers, so it is part of the fingerprint.
       approx_tau: 1.0 (exact) or in (0, 1): approximate incremental inference (Krypton's
@@ -67,7 +68,7 @@ class RunConfig:
     groups: str = ""
     incremental: bool | str = False
     dtype: str = "float32"
-    onnx_backend: str = "jax"
+    onnx_backend: str = "auto"
     approx_tau: float = 1.0
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
@@ -84,8 +85,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.onnx_backend not in ("jax", "onnxruntime"):
-            raise ValueError(f"onnx_backend must be 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
+        if self.onnx_backend not in ("auto", "jax", "onnxruntime"):
+            raise ValueError(f"onnx_backend must be 'auto', 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
         if not 0.0 < self.approx_tau <= 1.0:
             raise ValueError(f"approx_tau must be in (0, 1] (1 = exact), got {self.approx_tau!r}")
         if self.incremental not in (True, False, "auto"):

@@ -94,6 +94,7 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float, sid
         "score": cfg.score,
         "reduce": cfg.reduce,
         "forward": backend.forward,
+        **({"onnx_backend_probe": scorer.backend_probe} if getattr(scorer, "backend_probe", None) else {}),
         **({"forward_note": backend.forward_note} if backend.forward_note else {}),
         "dtype": cfg.dtype,
         **extra,

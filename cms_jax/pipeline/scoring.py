@@ -17,6 +17,7 @@ import numpy as np
 
 from cms_jax import models
 from cms_jax.align.canonical import CanonicalFace
+from cms_jax.pipeline import backend_probe
 from cms_jax.pipeline.backend import DropsBackend
 from cms_jax.pipeline.failures import signature
 from cms_jax.pipeline.geometry import VertexGeometry
@@ -55,10 +56,14 @@ class Scorer:
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
         self.cfg = cfg
-        self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
+        self.backend_probe: dict | None = None  # onnx_backend='auto': both runtimes' rates and the choice
+        if model is None and cfg.onnx_backend == "auto" and backend_probe.is_onnx(cfg.model):
+            self.model, self.backend, self.backend_probe = backend_probe.choose(cfg, devices)
+        else:
+            self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
+            self.backend = DropsBackend(cfg, self.model, devices)  # default: this process's local devices
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.geometry = VertexGeometry(self.canon, self.model, cfg.visibility)
-        self.backend = DropsBackend(cfg, self.model, devices)  # default: this process's local devices
         self.sums = RunSums(cfg, self.canon)
 
     @property
