@@ -33,7 +33,11 @@ from absl import app, flags, logging
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob or list of images (default: faces/utkface_22k).")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 100, "Use the first N images.")
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file.")
-_INCREMENTAL = flags.DEFINE_bool("incremental", False, "Exact incremental inference (not black boxes).")
+_INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference where the model allows "
+                                  "(the main job's default); --noincremental scores densely.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Work items per device batch (the job's --batch_size; 0: its "
+                             "default).")
+_CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (the job's --chunk_images).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the scoring.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _WARMUP = flags.DEFINE_integer("warmup_images", 2, "Images of the untimed warm-up run (0: none).")
@@ -49,7 +53,8 @@ def main(argv):
 
     cfg = job.JobBenchConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, model=_MODEL.value,
                              incremental=_INCREMENTAL.value, dtype=_DTYPE.value, workers=_WORKERS.value,
-                             warmup_images=_WARMUP.value, keras=_KERAS.value, smoke=_SMOKE.value)
+                             warmup_images=_WARMUP.value, keras=_KERAS.value, smoke=_SMOKE.value,
+                             batch_size=_BATCH.value, chunk_images=_CHUNK.value)
     job.run(cfg, _OUT.value)
 
 

@@ -36,7 +36,8 @@ _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-
 _CANVAS = flags.DEFINE_integer("canvas", RunConfig.canvas, "Canonical canvas side in pixels (f scales with it).")
 _REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum", "covered"], "CMS = mean (Eq. 6) or sum of "
                             "CIS maps, or 'covered': each pixel's mean over the images whose CIS reaches it.")
-_BATCH = flags.DEFINE_integer("batch_size", 1024, "Work items per device batch (all devices).")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Work items per device batch (all devices); 0: chosen for the "
+                             "forward and devices (128 a CPU device when incremental, else 1024).")
 _LABELS = flags.DEFINE_string("label_from", "", "Target class per file, SOURCE:FIELD (utkface:gender, csv:PATH, "
                               "celeba:PATH:ATTR): its values must name the model's classes; unlabelled files "
                               "are skipped.")

@@ -159,6 +159,13 @@ def test_bench_job_smoke(tmp_path, shared_dir):
     assert b["warmup"]["images"] == 2
     k = b["keras"]
     assert (isinstance(k, dict) and k["faces_per_s_with_host_prep"] > 0) or k.startswith("n/a: ")
+    items = b["work_items"]  # each distinct square scored once; every valid vertex counted
+    assert items["vertices"] == b["passes"] - b["images_done"]  # passes = valid vertices + clean passes
+    assert 0 < items["unique"] <= items["computed"] and b["forward"] == "incremental"
+    # FLOPs done: XLA's count of the incremental step per copy times the copies computed, plus the
+    # clean passes; fewer than the dense-equivalent count of every vertex.
+    assert 0 < b["flops_done_per_face"] * 4 < b["passes"] * b["dense_flops_per_pass"]
+    assert b["onnxruntime"].startswith("n/a: ")
 
 
 def test_bench_input_smoke(tmp_path, shared_dir):

@@ -24,7 +24,7 @@ def test_fingerprint_ignores_speed_flags_but_not_numbers():
 
 
 @pytest.mark.parametrize("bad,match", [(dict(score="max"), "score"), (dict(reduce="median"), "reduce"),
-                                       (dict(batch_size=0), "batch_size"), (dict(label_from="x"), "label_from"),
+                                       (dict(batch_size=-1), "batch_size"), (dict(label_from="x"), "label_from"),
                                        (dict(dtype="float16"), "dtype")])
 def test_validate_names_the_bad_field(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -39,12 +39,14 @@ class JobBenchConfig:
     images: str = ""              # folder, glob or list of images (default: faces/utkface_22k)
     max_images: int = 100         # use the first N images
     model: str = "gender"         # built-in model name or a model file
-    incremental: bool = False     # exact incremental inference (not black boxes)
+    incremental: bool = True      # the main job's default: incremental where the model allows ('auto')
     dtype: str = "float32"        # compute dtype of the scoring
     workers: int = 2              # host worker processes (decode + MediaPipe)
     warmup_images: int = 2        # images of the untimed warm-up run (0: none)
     keras: bool = True            # Keras side by side when TensorFlow is importable
     smoke: bool = False
+    batch_size: int = 0           # work items per device batch (the job's --batch_size; 0: its default)
+    chunk_images: int = 16        # images scored together (the job's --chunk_images)
 
 
 def peak_rss_mib() -> float:
@@ -121,7 +123,8 @@ def _measure(cfg, tmp, res, workers, warmup_images, chunk_images, keras) -> None
         "images_total": summary["images_total"], "images_done": n,
         "images_skipped": len(summary["images_skipped"]),
         "forward": summary.get("forward"), "dtype": summary.get("dtype"),
-        "bf16_fidelity": summary.get("bf16_fidelity"),
+        "bf16_fidelity": summary.get("bf16_fidelity"), "work_items": summary.get("work_items"),
+        "onnx_backend_probe": summary.get("onnx_backend_probe"),
         "wall_seconds": round(wall, 3), "faces_per_s": n / wall,
         "loop_seconds": summary["seconds"], "faces_per_s_loop": summary["faces_per_second"],
         "stage_seconds": stages, "host_seconds": summary["host_seconds"],
@@ -136,8 +139,58 @@ def _measure(cfg, tmp, res, workers, warmup_images, chunk_images, keras) -> None
                 "achieved_flops_per_s_in_score": flops_per_pass * passes / max(stages.get("score", 0), 1e-9)})
     res["fraction_of_matmul"] = res["achieved_flops_per_s"] / res["matmul_fp32_flops_per_s"]
     res["fraction_of_matmul_in_score"] = res["achieved_flops_per_s_in_score"] / res["matmul_fp32_flops_per_s"]
+    done = flops_done(cfg, summary)
+    if done is not None:  # what the devices really computed (deduplicated, padded, incremental)
+        res["flops_done_per_face"] = done / max(n, 1)
+        res["flops_done_fraction_of_matmul_in_score"] = (
+            done / max(stages.get("score", 0), 1e-9) / res["matmul_fp32_flops_per_s"])
     res["keras"] = (_keras_side_by_side(cfg, files, drops, valid, targets, res) if keras
                     else "n/a: not requested")
+    res["onnxruntime"] = _onnxruntime_side_by_side(cfg, tmp, res, workers, chunk_images)
+
+
+def flops_done(cfg, summary: dict) -> float | None:
+    """FLOPs the run's devices computed: XLA's count of its programs times the copies they scored.
+
+    Computed copies (``summary["work_items"]["computed"]``: distinct squares plus padding) at the
+    FLOPs per copy of the step the run used (incremental or dense), plus one clean pass per image;
+    None for a host black box (no XLA program to count).
+    """
+    from cms_jax.bench.methods import incremental_flops
+    from cms_jax.engine import OcclusionEngine
+    from cms_jax.models import flops, load
+
+    items = summary.get("work_items") or {}
+    model = load(cfg.model, onnx_backend=(summary.get("onnx_backend_probe") or {}).get("chosen", "jax"))
+    if not items or not model.jittable:
+        return None
+    clean = flops(model)
+    per_copy = clean
+    if summary.get("forward") == "incremental":
+        eng = OcclusionEngine(model, batch_size=128, images_per_group=1, forward="incremental",
+                              patch_size=int(summary["patch_size"]))
+        per_copy = incremental_flops(eng, model, 128, int(summary["patch_size"]))
+    return per_copy * items["computed"] + clean * summary["images_done"]
+
+
+def _onnxruntime_side_by_side(cfg, tmp, res, workers, chunk_images) -> dict | str:
+    """The same job with ``--onnx_backend=onnxruntime`` on the same faces (ONNX models only)."""
+    from cms_jax.pipeline.backend_probe import is_onnx
+
+    if not is_onnx(cfg.model):
+        return f"n/a: {cfg.model} is not an ONNX model"
+    peer = dataclasses.replace(cfg, onnx_backend="onnxruntime", incremental="auto")
+    summary, wall = _timed_job(peer, os.path.join(tmp, "onnxruntime"), workers, chunk_images)
+    with np.load(os.path.join(tmp, "run", "drops.npz")) as a, \
+            np.load(os.path.join(tmp, "onnxruntime", "drops.npz")) as b:
+        keep = a["valid"] & b["valid"]
+        x, y = a["drops"][keep], b["drops"][keep]
+    n = int(summary["images_done"])
+    return {"faces": n, "wall_seconds": round(wall, 3), "faces_per_s": n / wall,
+            "score_seconds": summary["stage_seconds"].get("score", 0.0),
+            "job_over_onnxruntime": res["faces_per_s"] / (n / wall),
+            "drops_pearson": float(np.corrcoef(x, y)[0, 1]) if x.size > 1 else float("nan"),
+            "drops_max_abs_diff": float(np.abs(x - y).max()) if x.size else 0.0}
 
 
 def _keras_side_by_side(cfg, files, drops, valid, targets, res) -> dict | str:
@@ -201,7 +254,23 @@ def print_report(res: dict) -> None:
           f"{res['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s = {100 * res['fraction_of_matmul']:.1f}% of the "
           f"fp32 matmul rate ({res['matmul_fp32_flops_per_s'] / 1e9:.1f} GFLOP/s); "
           f"{100 * res['fraction_of_matmul_in_score']:.1f}% while scoring")
+    items = res.get("work_items") or {}
+    if items:
+        print(f"  work items: {items['vertices']} vertices, {items['unique']} distinct squares "
+              f"({100 * items['dedup_share']:.1f}% removed by deduplication), {items['computed']} computed "
+              f"({100 * items['padding_share']:.1f}% padding)")
+    if "flops_done_per_face" in res:
+        print(f"  FLOPs done: {res['flops_done_per_face'] / 1e9:.2f} GFLOP per face, "
+              f"{100 * res['flops_done_fraction_of_matmul_in_score']:.1f}% of the matmul rate while scoring")
+    if res.get("onnx_backend_probe"):
+        p = res["onnx_backend_probe"]
+        print(f"  backend probe: jax {p.get('jax')} vs onnxruntime {p.get('onnxruntime')} copies/s -> {p['chosen']}")
     print(f"  peak RSS {res['peak_rss_mib']:.0f} MiB after the job, {res['peak_rss_mib_end']:.0f} MiB at the end")
+    o = res.get("onnxruntime")
+    if isinstance(o, dict):
+        print(f"  onnxruntime job ({o['faces']} faces): {o['faces_per_s']:.2f} faces/s; job/onnxruntime "
+              f"{o['job_over_onnxruntime']:.2f}x; drops Pearson {o['drops_pearson']:.5f}, "
+              f"max |diff| {o['drops_max_abs_diff']:.2e}")
     k = res["keras"]
     if isinstance(k, str):
         print(f"  keras: {k}")
@@ -220,8 +289,9 @@ def run(cfg: JobBenchConfig, out_dir: str) -> dict:
     smoke = cfg.smoke
     job = RunConfig(model="tiny" if smoke else cfg.model,
                     images=celeba_samples() if smoke else (cfg.images or default_images()),
-                    max_images=4 if smoke else cfg.max_images, incremental=cfg.incremental, dtype=cfg.dtype)
-    res = bench_job(job, workers=cfg.workers, warmup_images=cfg.warmup_images,
+                    max_images=4 if smoke else cfg.max_images, incremental="auto" if cfg.incremental else False,
+                    dtype=cfg.dtype, batch_size=cfg.batch_size)
+    res = bench_job(job, workers=cfg.workers, warmup_images=cfg.warmup_images, chunk_images=cfg.chunk_images,
                     matmul_n=256 if smoke else 2048, keras=cfg.keras)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "bench_job.json")

@@ -28,7 +28,8 @@ class RunConfig:
       canvas: side of the square canonical canvas in pixels.
       reduce: 'mean' (Eq. 6), 'sum' (the official code) or 'covered' (each pixel's mean over the
         images whose CIS reaches it; see `cms_jax.accumulate`).
-      batch_size: work items (image, vertex) per device batch, over all devices.
+      batch_size: work items (image, vertex) per device batch, over all devices; 0 (default):
+        `backend.default_batch_size` (128 a device for the incremental forward on the CPU, else 1024).
       label_from: '' (predicted class) or a ``SOURCE:FIELD`` spec (`cms_jax.sources`, e.g.
         ``utkface:gender``) whose values name the target class (checked against the model's class
         names; see `labels`).
@@ -61,7 +62,7 @@ class RunConfig:
     visibility: bool = True
     canvas: int = 512
     reduce: str = "mean"
-    batch_size: int = 1024
+    batch_size: int = 0
     label_from: str = ""
     target: str = ""
     reference: str = ""
@@ -81,8 +82,9 @@ class RunConfig:
             raise ValueError(f"reduce must be 'mean', 'sum' or 'covered', got {self.reduce!r}")
         if self.patch_size < 0 or self.canvas < 16 or self.subdivision < 0 or self.max_images < 0:
             raise ValueError(f"bad sizes in {self}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0 (0: chosen for the forward and devices), got "
+                             f"{self.batch_size}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.onnx_backend not in ("auto", "jax", "onnxruntime"):

@@ -64,7 +64,7 @@ class Progress:
         self.total, self.done, self.label, self.unit = total, done, label, unit
         self.start_done = done
         self.t0 = time.monotonic()
-        self.last = 0.0
+        self.last = -float("inf")  # the first line is always printed (monotonic() may be < every_s after boot)
         self.every_s = every_s
         self.stream = stream or sys.stderr
         self._ended = False
