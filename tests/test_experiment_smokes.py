@@ -212,3 +212,16 @@ def test_fig10_folder_names():
     assert folder_label("/runs/five/task_gender/model") == "task_gender"
     assert folder_label("out/ft/model/") == "ft"
     assert folder_label("/models/gender_mini_XCEPTION.hdf5") == "gender_mini_XCEPTION.hdf5"
+
+
+def test_bench_device_smoke(tmp_path, shared_dir):
+    """The one script a lent accelerator runs: every part present, none failed, parity precision set."""
+    _run("bench_device", f"--out={tmp_path}")
+    b = json.load(open(tmp_path / "bench_device.json"))
+    assert b["matmul_precision"] == "highest" and b["device"]["count"] >= 1
+    for part in ("throughput", "job_float32", "job_bfloat16"):
+        assert "error" not in b[part], b[part]
+    assert b["throughput"]["incremental"] > 0 and b["throughput"]["dense_fp32"] > 0
+    assert b["job_float32"]["dtype"] == "float32" and b["job_bfloat16"]["dtype"] == "bfloat16"
+    assert b["job_float32"]["images_done"] == 4 and 0.5 < b["job_bfloat16"]["bf16_fidelity"] <= 1.0
+    assert b["seconds"]["total"] >= sum(v for k, v in b["seconds"].items() if k != "total") - 1
