@@ -38,6 +38,7 @@ _INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inferen
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Work items per device batch (the job's --batch_size; 0: its "
                              "default).")
 _CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (the job's --chunk_images).")
+_TARGET = flags.DEFINE_string("target", "", "The job's --target (regression models: headpose needs yaw|pitch|roll).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the scoring.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _WARMUP = flags.DEFINE_integer("warmup_images", 2, "Images of the untimed warm-up run (0: none).")
@@ -54,7 +55,7 @@ def main(argv):
     cfg = job.JobBenchConfig(images=_IMAGES.value, max_images=_MAX_IMAGES.value, model=_MODEL.value,
                              incremental=_INCREMENTAL.value, dtype=_DTYPE.value, workers=_WORKERS.value,
                              warmup_images=_WARMUP.value, keras=_KERAS.value, smoke=_SMOKE.value,
-                             batch_size=_BATCH.value, chunk_images=_CHUNK.value)
+                             batch_size=_BATCH.value, chunk_images=_CHUNK.value, target=_TARGET.value)
     job.run(cfg, _OUT.value)
 
 

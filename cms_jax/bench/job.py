@@ -47,6 +47,7 @@ class JobBenchConfig:
     smoke: bool = False
     batch_size: int = 0           # work items per device batch (the job's --batch_size; 0: its default)
     chunk_images: int = 16        # images scored together (the job's --chunk_images)
+    target: str = ""              # the job's --target (regression models, e.g. headpose: yaw)
 
 
 def peak_rss_mib() -> float:
@@ -290,7 +291,7 @@ def run(cfg: JobBenchConfig, out_dir: str) -> dict:
     job = RunConfig(model="tiny" if smoke else cfg.model,
                     images=celeba_samples() if smoke else (cfg.images or default_images()),
                     max_images=4 if smoke else cfg.max_images, incremental="auto" if cfg.incremental else False,
-                    dtype=cfg.dtype, batch_size=cfg.batch_size)
+                    dtype=cfg.dtype, batch_size=cfg.batch_size, target="" if smoke else cfg.target)
     res = bench_job(job, workers=cfg.workers, warmup_images=cfg.warmup_images, chunk_images=cfg.chunk_images,
                     matmul_n=256 if smoke else 2048, keras=cfg.keras)
     os.makedirs(out_dir, exist_ok=True)
