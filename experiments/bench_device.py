@@ -25,10 +25,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from cms_jax.bench import device
+    from converters.torchvision_vgg import to_torch
 
     device.run(device.DeviceBenchConfig(faces=_FACES.value, batch_size=_BATCH.value, chunk_images=_CHUNK.value,
                                         workers=_WORKERS.value, seconds_per_method=_SECONDS.value,
-                                        smoke=_SMOKE.value), _OUT.value)
+                                        smoke=_SMOKE.value), _OUT.value, torch_port=to_torch)
 
 
 if __name__ == "__main__":

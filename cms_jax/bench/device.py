@@ -40,14 +40,12 @@ class DeviceBenchConfig:
     smoke: bool = False
 
 
-def _throughput(cfg: DeviceBenchConfig, out_dir: str) -> dict:
-    from converters.torchvision_vgg import to_torch
-
+def _throughput(cfg: DeviceBenchConfig, out_dir: str, torch_port) -> dict:
     tcfg = throughput.ThroughputConfig(smoke=True) if cfg.smoke else throughput.ThroughputConfig(
         vertices=cfg.vertices, faces=4, chunk=cfg.chunk, torch_vertices=64,
         torch_device="cuda" if jax.devices()[0].platform == "gpu" else "cpu",
         seconds_per_method=cfg.seconds_per_method, small_models=("gender",), fidelity_faces=8)
-    return throughput.run(tcfg, os.path.join(out_dir, "throughput"), torch_port=to_torch)
+    return throughput.run(tcfg, os.path.join(out_dir, "throughput"), torch_port=torch_port)
 
 
 def _job(cfg: DeviceBenchConfig, dtype: str, out_dir: str) -> dict:
@@ -58,15 +56,19 @@ def _job(cfg: DeviceBenchConfig, dtype: str, out_dir: str) -> dict:
     return job_bench.run(jcfg, os.path.join(out_dir, f"job_{dtype}"))
 
 
-def run(cfg: DeviceBenchConfig, out_dir: str) -> dict:
-    """Every measurement of the module docstring; writes ``out_dir/bench_device.json`` and returns it."""
+def run(cfg: DeviceBenchConfig, out_dir: str, *, torch_port=None) -> dict:
+    """Every measurement of the module docstring; writes ``out_dir/bench_device.json`` and returns it.
+
+    ``torch_port``: the Flax-to-torch VGG port for the PyTorch procedure (``converters.torchvision_vgg
+    .to_torch``; the package never imports the converters), as `throughput.run`.
+    """
     t0 = time.perf_counter()
     saved = jax.config.jax_default_matmul_precision
     jax.config.update("jax_default_matmul_precision", "highest")
     res = {"device": device_info(), "config": dataclasses.asdict(cfg), "jax": jax.__version__,
            "matmul_precision": "highest"}
     try:
-        for name, fn in (("throughput", lambda: _throughput(cfg, out_dir)),
+        for name, fn in (("throughput", lambda: _throughput(cfg, out_dir, torch_port)),
                          ("job_float32", lambda: _job(cfg, "float32", out_dir)),
                          ("job_bfloat16", lambda: _job(cfg, "bfloat16", out_dir))):
             t = time.perf_counter()
