@@ -111,7 +111,6 @@ class OcclusionEngine:
         self.item_counts = wi.ItemCounts()
         self.group = shd.round_up(images_per_group, ndev)
         self.patch_size, self.dtype = patch_size, dtype
-        self.approx_tau = float(approx_tau)
         self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype,
                                              approx_tau)
         size, ch = getattr(model, "input_size", None), getattr(model, "channels", None)

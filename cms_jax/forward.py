@@ -187,9 +187,9 @@ class IncrementalForward:
 
     def group(self, images: np.ndarray, targets: np.ndarray, patch: int):
         """Clean outputs and clean stack of the group (computed sharded, stack replicated)."""
-        _, clean, step, _ = self.plan(images.shape[1:], patch)
+        inc, clean, step, _ = self.plan(images.shape[1:], patch)
         stack, c_phi, c_cls = clean(self._params, images.astype(self.dtype), targets)
-        return (self.plan(images.shape[1:], patch)[0], step, stack), c_phi, c_cls
+        return (inc, step, stack), c_phi, c_cls
 
     def step(self, carry, idx, boxes, targets, fill):
         """phi and class of one device batch of copies, from the group's clean stack."""

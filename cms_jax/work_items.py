@@ -102,6 +102,10 @@ class ItemCounts:
         self.unique += int(unique)
         self.computed += int(computed)
 
+    def add_counts(self, counts: dict) -> None:
+        """Adds another count's `as_dict` (a checkpoint's, another process's)."""
+        self.add(counts["vertices"], counts["unique"], counts["computed"])
+
     def as_dict(self) -> dict:
         """Counts plus the share removed by deduplication and the share of padding."""
         return {"vertices": self.vertices, "unique": self.unique, "computed": self.computed,

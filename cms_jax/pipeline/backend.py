@@ -47,9 +47,6 @@ class DropsBackend:
     """
 
     def __init__(self, cfg, model, devices=None):
-        if cfg.approx_tau < 1.0 and not cfg.incremental:
-            raise ValueError(f"--approx_tau={cfg.approx_tau} approximates incremental inference; "
-                             f"--noincremental scores densely (always exact): drop one of them")
         """Builds the engine.
 
         Args:
@@ -57,6 +54,9 @@ class DropsBackend:
           model: the FaceModel.
           devices: the mesh's devices (default: this process's local devices).
         """
+        if cfg.approx_tau < 1.0 and not cfg.incremental:
+            raise ValueError(f"--approx_tau={cfg.approx_tau} approximates incremental inference; "
+                             f"--noincremental scores densely (always exact): drop one of them")
         self.model, self.score, self.fill, self.dtype = model, cfg.score, float(cfg.fill), cfg.dtype
         self.requested_batch = cfg.batch_size  # 0: `default_batch_size` of the forward and devices
         self.patch = cfg.patch_size or default_patch_size(model.input_size[0])
@@ -95,11 +95,6 @@ class DropsBackend:
     def embed(self, x) -> np.ndarray:
         """The model's clean outputs (embeddings) of preprocessed inputs (`OcclusionEngine.embed`)."""
         return self.engine.embed(x)
-
-    @property
-    def measures_fidelity(self) -> bool:
-        """Whether this run's drops are not float32-exact (bfloat16 or ``approx_tau`` < 1)."""
-        return self.dtype == "bfloat16" or self.approx_tau < 1.0
 
     def measure_fidelity(self, res: EngineResult, x, xy, targets) -> None:
         """For a bfloat16 or approximate run not yet measured: its drops against float32 exact drops.

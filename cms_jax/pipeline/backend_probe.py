@@ -59,13 +59,10 @@ def choose(cfg, devices=None) -> tuple[object, DropsBackend, dict]:
     t0 = time.perf_counter()
     built, rates = {}, {}
     for name in ("jax", "onnxruntime"):
-        c = dataclasses.replace(cfg, onnx_backend=name)
+        if name == "onnxruntime" and (cfg.incremental is True or cfg.approx_tau < 1.0):
+            continue  # --incremental and --approx_tau need the device path; a host black box is refused
         model = models.load(cfg.model, onnx_backend=name)
-        if name == "onnxruntime" and cfg.incremental is True:
-            continue  # --incremental insists on the device path; a host black box would be refused
-        if name == "onnxruntime" and cfg.approx_tau < 1.0:
-            continue  # approximate inference exists only on the device path
-        backend = DropsBackend(c, model, devices)
+        backend = DropsBackend(dataclasses.replace(cfg, onnx_backend=name), model, devices)
         built[name] = (model, backend)
         rates[name] = copies_per_second(backend)
     chosen = max(rates, key=rates.get)

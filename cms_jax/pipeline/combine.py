@@ -25,7 +25,7 @@ def _sum_items(rows: list[dict]) -> dict:
     """The processes' `work_items.ItemCounts`, added (copies asked for, distinct, computed)."""
     total = ItemCounts()
     for r in rows:
-        total.add(r["vertices"], r["unique"], r["computed"])
+        total.add_counts(r)
     return total.as_dict()
 
 

@@ -133,7 +133,7 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         backend.approx_fidelity = meta.get("approx_fidelity", backend.approx_fidelity)
         counts = meta.get("work_items")
         if counts:  # copies scored before the stop
-            backend.engine.item_counts.add(counts["vertices"], counts["unique"], counts["computed"])
+            backend.engine.item_counts.add_counts(counts)
     # Shards written after the last checkpoint belong to work that will be redone.
     for stale in {p.name for p in parts_dir.glob("*.npz")} - set(parts):
         (parts_dir / stale).unlink()
