@@ -139,7 +139,7 @@ class CMSAccumulator:
             valid: matching bool mask, or None (all valid).
             canon_xy: (V, 2) canonical vertex positions in canvas pixels.
             f: the canonical square side, one for every image or an (N,) array, one per
-                image (``whole`` crops: `cms_jax.pipeline.geometry.face_canonical_side`).
+                image (``whole`` crops: `cms_jax.scoring.geometry.face_canonical_side`).
             group_of: each image's group name (or None: in no group), when the
                 accumulator keeps group sums.
 

@@ -265,3 +265,8 @@ def resolve_dir(name: str, verify: bool = True) -> pathlib.Path:
                                      f"expected {digest} (a file differs); provide {how}")
 
     return _dataset_folder(name, relroot, how, check_digested if name in DATASET_DIGESTS else check_listed)
+
+
+def sample_images(verify: bool = True) -> pathlib.Path:
+    """The folder of the CelebA sample faces (``celeba_samples/images``): the built-in default input."""
+    return resolve_dir("celeba_samples", verify) / "images"

@@ -12,6 +12,13 @@ UTKFace faces, 1024 copies a batch, best of 3 interleaved runs):
   equal to 6e-7. The issue that asked for it measured 1.35x on both and 0.85x
   on a plain 2048^2 matmul, so a process-wide ``XLA_FLAGS`` would cost the
   other programs.
+* 1x1 convolutions of the dense tail as one dot over ``[B*H*W, C]`` (asked
+  for by issue 23), batch 128 at the gender model's block shapes
+  (8x8x64->128, 4x4x128->128, 16x16x32->64, 32x32x16->32): with these options
+  the convolution runs at 129, 120, 90 and 71 GFLOP/s and the dot at 113,
+  106, 101 and 63 (with YNN fusions on, the conv fell to 18-62), so XLA:CPU
+  already runs them at the matmul rate and the rewrite was dropped
+  (``/tmp`` microbenchmark, 2026-12-03; the note on issue 23 has the command).
 """
 from __future__ import annotations
 

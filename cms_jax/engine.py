@@ -7,7 +7,7 @@ of a named mesh and the model parameters are replicated jit arguments.  Each
 item's square comes from `occlusion.square_bounds` (Eqs. 2-3); a forward
 strategy (`cms_jax.forward`: dense, or exact incremental) scores it in float32
 or bfloat16, and its drop S_v (Eq. 1) is formed on the host.  Memory is
-bounded by the batch and the group size, whatever V or N.
+bounded by the batch and the image block size, whatever V or N.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class OcclusionEngine:
     """
 
     def __init__(self, model: Any, *, score: str = "prob", batch_size: int = 64,
-                 images_per_group: int = 16, mesh: jax.sharding.Mesh | None = None,
+                 images_per_block: int = 16, mesh: jax.sharding.Mesh | None = None,
                  forward: str = "dense", dtype: str = "float32", patch_size: int = 0,
                  approx_tau: float = 1.0):
         """Builds the engine.
@@ -76,7 +76,7 @@ class OcclusionEngine:
             score: 'prob' or 'logit' (see :func:`cms_jax.occlusion.score_mode`).
             batch_size: work items per device batch (all devices together);
                 rounded up to a multiple of the device count.
-            images_per_group: images whose items are scored together; their
+            images_per_block: images whose items are scored together; their
                 inputs (or clean stack) are replicated on every device, so this
                 bounds memory. The incremental forward lowers it to keep the
                 clean stack under ~1 GiB.
@@ -103,24 +103,24 @@ class OcclusionEngine:
         self._apply, self._params, self._jittable = apply, params, jittable
         self.mesh = mesh if mesh is not None else shd.data_mesh()
         ndev = shd.num_shards(self.mesh)
-        if batch_size < 1 or images_per_group < 1:
-            raise ValueError(f"batch_size and images_per_group must be >= 1, got "
-                             f"{batch_size} and {images_per_group}")
+        if batch_size < 1 or images_per_block < 1:
+            raise ValueError(f"batch_size and images_per_block must be >= 1, got "
+                             f"{batch_size} and {images_per_block}")
         self.batch_size = shd.round_up(batch_size, ndev)
-        self.batch_sizes = wi.ladder(self.batch_size, ndev)  # the last batches of a group (`work_items`)
+        self.batch_sizes = wi.ladder(self.batch_size, ndev)  # the last batches of a block (`work_items`)
         self.item_counts = wi.ItemCounts()
-        self.group = shd.round_up(images_per_group, ndev)
+        self.block = shd.round_up(images_per_block, ndev)
         self.patch_size, self.dtype = patch_size, dtype
-        self.forward = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype,
+        self.strategy = fwd.FORWARDS[forward](fwd.Model(apply, params, mode, jittable, name), self.mesh, dtype,
                                              approx_tau)
         size, ch = getattr(model, "input_size", None), getattr(model, "channels", None)
         if forward == "incremental" and size is not None and ch is not None:
-            self.forward.plan((*size, ch), occ.check_patch_size(patch_size, size[0]))
+            self.strategy.plan((*size, ch), occ.check_patch_size(patch_size, size[0]))
 
     @property
     def trace_count(self) -> int:
         """Traces of the forward's jitted calls so far; tests assert no retrace across calls."""
-        return self.forward.trace_count
+        return self.strategy.trace_count
 
     def run(self, images: np.ndarray, vertices_xy: np.ndarray, *, valid: np.ndarray | None = None,
             targets: np.ndarray | None = None, patch_size: int = 0,
@@ -168,15 +168,15 @@ class OcclusionEngine:
                                  "output to score (the main job's --target)")
             tgt_in = np.full(n, -1, np.int32) if targets is None else np.asarray(targets, np.int32).reshape(n)
         if targets is not None and self.mode != "cosine":
-            k = self.forward.num_outputs(images.shape[1:])
+            k = self.strategy.num_outputs(images.shape[1:])
             if (tgt_in < 0).any() or (tgt_in >= k).any():
                 raise ValueError(f"targets must be class indices in [0, {k}), got {tgt_in.tolist()}")
         drops = np.zeros((n, v), np.float32)
         out_tgt, out_clean = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        g = self.forward.group_size(self.group, images.shape[1:], sz)
+        g = self.strategy.block_size(self.block, images.shape[1:], sz)
         for g0 in range(0, n, g):
             m = min(g, n - g0)
-            carry, c_phi, c_cls = self.forward.group(shd.pad_to(images[g0:g0 + m], g),
+            carry, c_phi, c_cls = self.strategy.clean_block(shd.pad_to(images[g0:g0 + m], g),
                                                      shd.pad_to(tgt_in[g0:g0 + m], g, -1), sz)
             out_clean[g0:g0 + m] = np.asarray(c_phi)[:m]
             out_tgt[g0:g0 + m] = np.asarray(c_cls)[:m]
@@ -191,7 +191,7 @@ class OcclusionEngine:
             pending = []
             for p in plan:  # dispatch all batches, then fetch (async pipeline)
                 s, e = p.start, p.end
-                phi, _ = self.forward.step(carry, shd.pad_to(ui[s:e], p.size), shd.pad_to(ub[s:e], p.size),
+                phi, _ = self.strategy.step(carry, shd.pad_to(ui[s:e], p.size), shd.pad_to(ub[s:e], p.size),
                                            shd.pad_to(item_tgt[s:e], p.size), fill)
                 pending.append((s, e, phi))
             scored = np.zeros(len(ui), np.float32)
@@ -211,9 +211,9 @@ class OcclusionEngine:
                                   compiler_options=engine_options(self.mesh))
             self._embed_params = shd.replicate(self._params, self.mesh)
         out = []
-        for s in range(0, len(images), self.group):
-            chunk = images[s:s + self.group]
-            padded = shd.pad_to(chunk, self.group)  # one shape: no retrace
+        for s in range(0, len(images), self.block):
+            chunk = images[s:s + self.block]
+            padded = shd.pad_to(chunk, self.block)  # one shape: no retrace
             out.append(np.asarray(self._embed(self._embed_params, padded), np.float32)[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -251,7 +251,7 @@ def occlusion_drops(score_fn: Any, image: np.ndarray, vertices_xy: np.ndarray, *
         if len(_ENGINES) >= 8:
             _ENGINES.pop(next(iter(_ENGINES)))
         _ENGINES[key] = (score_fn, OcclusionEngine(score_fn, score=score, batch_size=batch_size,
-                                                   images_per_group=1))
+                                                   images_per_block=1))
     eng = _ENGINES[key][1]
     res = eng.run(image[None], vertices_xy, valid=valid, patch_size=patch_size, fill=fill,
                   targets=None if target is None else [target])

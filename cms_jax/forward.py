@@ -1,18 +1,18 @@
 """Forward strategies of the occlusion engine: how phi(I ⊙ B_v, c) of Eq. 1 is computed.
 
-Both strategies score the same work items -- (image of the group, square from
-`occlusion.square_bounds`) -- with the same confidence rule
-(`occlusion.confidences` then `occlusion.target_confidence`), on the engine's
+Both strategies score the same work items -- (image of the block, square from
+`occlusion.square_bounds`) -- with the one confidence rule
+(`occlusion.phi`), on the engine's
 ``data`` mesh:
 
-* `Dense`: every occluded copy ``I ⊙ B`` (Eqs. 2-3, `occlusion.occlude_batch`)
+* `DenseForward`: every occluded copy ``I ⊙ B`` (Eqs. 2-3, `occlusion.occlude_batch`)
   runs through the whole model.
-* `IncrementalForward`: the group's clean activations are computed once
+* `IncrementalForward`: the block's clean activations are computed once
   (`cms_jax.incremental.Incremental.clean`), and each copy recomputes only the
   window its square reaches (``Incremental.items``); same outputs up to float
   rounding, far fewer FLOPs.
 
-Each strategy has two calls: ``group(images, targets, patch)`` places a group of
+Each strategy has two calls: ``clean_block(images, targets, patch)`` places a block of
 images on the mesh and scores them clean, returning ``(carry, phi, class)``;
 ``step(carry, idx, boxes, targets, fill)`` scores one device batch of copies.
 With ``dtype='bfloat16'`` floating weights are cast once and images are cast
@@ -32,7 +32,7 @@ from cms_jax.compile_options import engine_options
 from cms_jax import sharding as shd
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-STACK_BUDGET_BYTES = 1 << 30  # clean stack of one group, replicated on every device
+STACK_BUDGET_BYTES = 1 << 30  # clean stack of one image block, replicated on every device
 
 
 def cast_floats(tree: Any, dtype) -> Any:
@@ -41,16 +41,6 @@ def cast_floats(tree: Any, dtype) -> Any:
         a = jnp.asarray(a)
         return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
     return jax.tree.map(cast, tree)
-
-
-def phi(outputs: jax.Array, mode: str, target: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Eq. 1's confidence phi of each row: float32 outputs -> confidences -> (phi (B,), class (B,)).
-
-    ``target`` is (B,) class indices, or (B, D) reference embeddings under mode 'cosine'.
-    """
-    if mode == "cosine":
-        return occ.cosine_confidence(outputs, target)
-    return occ.target_confidence(occ.confidences(outputs.astype(jnp.float32), mode), target)
 
 
 def _num_outputs(apply: Callable, params: Any, image_shape, dtype) -> int:
@@ -63,12 +53,12 @@ class Model:
     """What a strategy needs of a model: ``apply(params, x)``, its weights and how to read its outputs."""
     apply: Callable
     params: Any
-    mode: str       # 'softmax' | 'raw' (`occlusion.score_mode`)
+    mode: str       # 'softmax' | 'raw' | 'cosine' (`occlusion.score_mode`)
     jittable: bool
     name: str
 
 
-class Dense:
+class DenseForward:
     """Every occluded copy runs through the whole model (the paper's procedure, batched)."""
 
     name = "dense"
@@ -93,7 +83,7 @@ class Dense:
         """One device batch: gather, occlude (vmap), score -> (phi (B,), class (B,))."""
         self.trace_count += 1
         x = occ.occlude_batch(slab[idx], box, fill)
-        return phi(self.model.apply(params, x), self.model.mode, target)
+        return occ.phi(self.model.apply(params, x), self.model.mode, target)
 
     def num_outputs(self, image_shape) -> float:
         """K, the model's output width (inf when it cannot be traced)."""
@@ -101,12 +91,12 @@ class Dense:
             return np.inf
         return _num_outputs(self.model.apply, self._params, image_shape, self.dtype)
 
-    def group_size(self, requested: int, image_shape, patch: int) -> int:
-        """Images per group: as requested (the slab is small next to the weights)."""
+    def block_size(self, requested: int, image_shape, patch: int) -> int:
+        """Images per block: as requested (the slab is small next to the weights)."""
         return requested
 
-    def group(self, images: np.ndarray, targets: np.ndarray, patch: int):
-        """Replicates the group's images; clean pass = copies with empty squares."""
+    def clean_block(self, images: np.ndarray, targets: np.ndarray, patch: int):
+        """Replicates the block's images; clean pass = copies with empty squares."""
         slab = jax.device_put(images.astype(self.dtype), shd.replicated(self.mesh))
         g = len(images)
         c_phi, c_cls = self.step(slab, np.arange(g, dtype=np.int32), np.zeros((g, 4), np.int32), targets, 0.0)
@@ -119,15 +109,15 @@ class Dense:
             return self._step(self._params, slab, idx, boxes, targets, fill)
         x = np.asarray(self._occlude(slab, idx, boxes, fill), np.float32)
         raw = jnp.asarray(np.asarray(self.model.apply(self._params, x), np.float32))
-        return phi(raw, self.model.mode, jnp.asarray(targets))
+        return occ.phi(raw, self.model.mode, jnp.asarray(targets))
 
 
 class IncrementalForward:
-    """Exact incremental inference: one clean pass per group, windows per copy.
+    """Exact incremental inference: one clean pass per image block, windows per copy.
 
     One `cms_jax.incremental.Incremental` (and its two jitted calls) is kept per
     (input shape, square side). The clean stack is replicated on the mesh; the
-    group size is lowered so it stays under `STACK_BUDGET_BYTES`.
+    block size is lowered so it stays under `STACK_BUDGET_BYTES`.
     """
 
     name = "incremental"
@@ -159,11 +149,11 @@ class IncrementalForward:
             def clean(params, images, target):
                 self.trace_count += 1
                 out, stack = inc.clean(params, images)
-                return (stack,) + phi(out, mode, target)
+                return (stack,) + occ.phi(out, mode, target)
 
             def step(params, stack, idx, boxes, offsets, target, fill):
                 self.trace_count += 1
-                return phi(inc.items(params, stack, idx, boxes, fill, offsets), mode, target)
+                return occ.phi(inc.items(params, stack, idx, boxes, fill, offsets), mode, target)
 
             one = jax.ShapeDtypeStruct((1,) + key[0], self.dtype)
             nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
@@ -179,22 +169,22 @@ class IncrementalForward:
         """K, the model's output width."""
         return _num_outputs(self.model.apply, self._params, image_shape, self.dtype)
 
-    def group_size(self, requested: int, image_shape, patch: int) -> int:
-        """``requested`` lowered so the group's clean stack fits the budget; a multiple of the devices."""
+    def block_size(self, requested: int, image_shape, patch: int) -> int:
+        """``requested`` lowered so the block's clean stack fits the budget; a multiple of the devices."""
         ndev = shd.num_shards(self.mesh)
         fits = STACK_BUDGET_BYTES // max(1, self.plan(image_shape, patch)[3])
         return max(ndev, min(requested, fits) // ndev * ndev)
 
-    def group(self, images: np.ndarray, targets: np.ndarray, patch: int):
-        """Clean outputs and clean stack of the group (computed sharded, stack replicated)."""
+    def clean_block(self, images: np.ndarray, targets: np.ndarray, patch: int):
+        """Clean outputs and clean stack of the block (computed sharded, stack replicated)."""
         inc, clean, step, _ = self.plan(images.shape[1:], patch)
         stack, c_phi, c_cls = clean(self._params, images.astype(self.dtype), targets)
         return (inc, step, stack), c_phi, c_cls
 
     def step(self, carry, idx, boxes, targets, fill):
-        """phi and class of one device batch of copies, from the group's clean stack."""
+        """phi and class of one device batch of copies, from the block's clean stack."""
         inc, step, stack = carry  # offsets computed once per batch, on the host (`incremental.offsets`)
         return step(self._params, stack, idx, boxes, inc.offsets(boxes), targets, np.asarray(fill, self.dtype))
 
 
-FORWARDS = {"dense": Dense, "incremental": IncrementalForward}
+FORWARDS = {"dense": DenseForward, "incremental": IncrementalForward}

@@ -28,25 +28,6 @@ def cis_maps(drops, valid, canon_xy, canvas_hw, f) -> np.ndarray:
     return np.stack([canonical_map(d, canon_xy, canvas_hw, s, v) for d, v, s in zip(drops, valid, sides)])
 
 
-def group_cms(maps: np.ndarray, groups: list[str | None], min_size: int = 1) -> dict[str, np.ndarray]:
-    """CMS (mean CIS, Eq. 6) per group with at least ``min_size`` images, in sorted group order."""
-    labels = np.asarray([g if g is not None else "" for g in groups])
-    return {g: maps[labels == g].mean(axis=0) for g in sorted(set(labels) - {""})
-            if (labels == g).sum() >= min_size}
-
-
-def bh_fdr(p: np.ndarray, alpha: float) -> np.ndarray:
-    """Benjamini-Hochberg: bool mask of p-values significant at false discovery rate ``alpha``."""
-    flat = p.ravel()
-    order = np.argsort(flat)
-    ranked = flat[order] * len(flat) / np.arange(1, len(flat) + 1)
-    ok = ranked <= alpha
-    mask = np.zeros(len(flat), bool)
-    if ok.any():
-        mask[order[:np.nonzero(ok)[0].max() + 1]] = True
-    return mask.reshape(p.shape)
-
-
 def _welch_t(sa, sqa, na, sb, sqb, nb):
     ma, mb = sa / na, sb / nb
     va = np.maximum(sqa / na - ma ** 2, 0) * na / (na - 1)

@@ -6,7 +6,11 @@ occluded square is the official code's
 those pixels are set to ``fill`` (0 in the model's normalised input), i.e.
 ``I ⊙ B_{x,y}`` of Eqs. 2-3.  The drop of Eq. 1 is
 ``S_v = phi(I, c) - phi(I_v, c)`` with ``phi`` either the softmax probability
-(the paper's text) or the raw logit (the official code).
+(the paper's text) or the raw logit (the official code).  :func:`phi` is that
+confidence rule, the one every scorer uses (the engine's forwards, grid
+occlusion, the figures): :func:`score_mode` reads a model's outputs,
+:func:`confidences` normalises them and :func:`target_confidence` or
+:func:`cosine_confidence` picks phi(I, c).
 
 Square bounds are computed on the host in float64 so that ``floor`` agrees
 bit-for-bit with the official Python code; the masks themselves are built on
@@ -127,17 +131,38 @@ def score_mode(score: str, outputs_are_probs: bool = False, output: str = "class
 
 
 def confidences(scores: jax.Array, mode: str) -> jax.Array:
-    """Maps (B, K) model outputs to per-class confidences under ``mode``.
+    """Maps (B, K) model outputs to per-class confidences under ``mode`` ('softmax' or 'raw').
 
     A single-output classifier under 'softmax' uses the sigmoid, since a
-    softmax over one logit is constantly 1.
+    softmax over one logit is constantly 1. An embedding ('cosine') has no
+    per-class confidence: its phi is :func:`cosine_confidence` to a reference.
     """
+    if mode not in ("softmax", "raw"):
+        raise ValueError(f"confidences: mode must be 'softmax' or 'raw' (per-class confidences), got {mode!r}; "
+                         "an embedding is scored by phi(outputs, 'cosine', reference)")
     scores = scores.astype(jnp.float32)
     if mode == "raw":
         return scores
     if scores.shape[-1] == 1:
         return jax.nn.sigmoid(scores)
     return jax.nn.softmax(scores, axis=-1)
+
+
+def phi(outputs: jax.Array, mode: str, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eq. 1's confidence phi(I, c) of each row: the one confidence rule of the package.
+
+    Args:
+        outputs: (B, K) raw model outputs (any float dtype; scored in float32).
+        mode: :func:`score_mode` of the model: 'softmax', 'raw' or 'cosine'.
+        target: (B,) int32 class indices (-1: the predicted class), or under
+            'cosine' (B, D) reference embeddings.
+
+    Returns:
+        ``(phi, c)``: (B,) float32 confidences and (B,) int32 classes used (0 for embeddings).
+    """
+    if mode == "cosine":
+        return cosine_confidence(outputs, target)
+    return target_confidence(confidences(outputs, mode), target)
 
 
 def cosine_confidence(outputs: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -112,7 +112,7 @@ def canonical_map(values: np.ndarray, canon_xy: np.ndarray, canvas_hw: tuple[int
         canvas_hw: (H_F, W_F).
         side: the canonical square side f in canvas pixels (not the occlusion side sz in
             input pixels): `paper_canonical_side`, or this image's side from the pipeline's
-            `cms_jax.pipeline.geometry.face_canonical_side`.
+            `cms_jax.scoring.geometry.face_canonical_side`.
         valid: optional (V,) bool mask of vertices to use.
 
     Returns:
@@ -150,7 +150,7 @@ def paper_canonical_side(patch_size: float, canvas_h: int, input_h: int) -> floa
     """Algorithm 1 line 4, as the paper writes it: ``f = sz * H_F / H_I``.
 
     Right when the face fills the model input as it fills the canvas (the paper's whole
-    CelebA images); the main job uses `cms_jax.pipeline.geometry.face_canonical_side`, which
+    CelebA images); the main job uses `cms_jax.scoring.geometry.face_canonical_side`, which
     scales by the face's height instead (per image for ``whole`` crops).
 
     Args:

@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Other")   # UTKFace race codes 0-4
 UTK_GENDERS = ("male", "female")                             # UTKFace gender codes 0-1
+# The words a model's class names may use for each gender value (matched case-insensitively).
+GENDER_SYNONYMS = {"male": ("man", "male", "men", "m"), "female": ("woman", "female", "women", "f")}
 UTK_FIELDS = ("race", "gender", "age_decade", "age_bin")
 SPEC_HELP = "utkface:race|gender|age_decade|age_bin, csv:PATH or celeba:PATH:ATTRIBUTE"
 

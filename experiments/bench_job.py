@@ -30,6 +30,8 @@ The logic is `cms_jax.bench.job`.
 """
 from absl import app, flags, logging
 
+from cms_jax.forward import DTYPES
+
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob or list of images (default: faces/utkface_22k).")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 100, "Use the first N images.")
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file.")
@@ -39,7 +41,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 0, "Work items per device batch (the
                              "default).")
 _CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (the job's --chunk_images).")
 _TARGET = flags.DEFINE_string("target", "", "The job's --target (regression models: headpose needs yaw|pitch|roll).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the scoring.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Compute dtype of the scoring.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _WARMUP = flags.DEFINE_integer("warmup_images", 2, "Images of the untimed warm-up run (0: none).")
 _KERAS = flags.DEFINE_bool("keras", True, "Keras side by side when TensorFlow is importable.")

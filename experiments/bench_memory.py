@@ -4,7 +4,7 @@
       --images=../shared/faces/utkface --counts=100,500 --out_dir=out/bench_memory
 
 Runs ``experiments.cms`` once per count in a fresh process and reads the peak
-resident set size of its main process (``VmHWM``, `cms_jax.pipeline.progress.peak_rss_mb`:
+resident set size of its main process (``VmHWM``, `cms_jax.data.progress.peak_rss_mb`:
 ``ru_maxrss`` would carry the launching process's peak over fork and exec). Worker
 processes are not reported. Prints a table and writes ``bench_memory.json``: the ratio
 of the largest count's peak to the smallest's (target: within 10%).

@@ -21,6 +21,9 @@ import sys
 
 from absl import app, flags, logging
 
+from cms_jax.accumulate import REDUCES
+from cms_jax.forward import DTYPES
+from cms_jax.occlusion import SCORES
 from cms_jax.pipeline import FailurePolicy, RunConfig, RunFailed, run_job
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir (HDF5, ONNX, Orbax).")
@@ -29,12 +32,12 @@ _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-se
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/cms", "Output folder.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Use the first N images (0 = all).")
 _PATCH = flags.DEFINE_integer("patch_size", 0, "Occlusion side in input pixels (0 = 15 px at 224, scaled).")
-_SCORE = flags.DEFINE_enum("score", "prob", ["prob", "logit"], "Confidence: softmax prob or raw logit.")
+_SCORE = flags.DEFINE_enum("score", "prob", list(SCORES), "Confidence: softmax prob or raw logit.")
 _FILL = flags.DEFINE_float("fill", 0.0, "Value of occluded pixels in the normalised input.")
 _SUBDIV = flags.DEFINE_integer("subdivision", 0, "Mesh subdivision level (0: 468 vertices, 1: ~1.8k).")
 _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-facing triangles.")
 _CANVAS = flags.DEFINE_integer("canvas", RunConfig.canvas, "Canonical canvas side in pixels (f scales with it).")
-_REDUCE = flags.DEFINE_enum("reduce", "mean", ["mean", "sum", "covered"], "CMS = mean (Eq. 6) or sum of "
+_REDUCE = flags.DEFINE_enum("reduce", "mean", list(REDUCES), "CMS = mean (Eq. 6) or sum of "
                             "CIS maps, or 'covered': each pixel's mean over the images whose CIS reaches it.")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Work items per device batch (all devices); 0: chosen for the "
                              "forward and devices (128 a CPU device when incremental, else 1024).")
@@ -46,13 +49,14 @@ _TARGET = flags.DEFINE_string("target", "", "Score this output (name or index) f
 _REFERENCE = flags.DEFINE_string("reference", "", "Embedding models: csv:FILE of file,identity; score the "
                                  "cosine to the mean embedding of the identity's other images (default: "
                                  "to the image's own clean embedding).")
-_INCREMENTAL = flags.DEFINE_bool("incremental", True, "Exact incremental inference: same drops, fewer FLOPs "
-                                  "(any model that runs on the device). Unset: used wherever the model "
-                                  "allows; --incremental refuses a black box, --noincremental scores densely.")
+_INCREMENTAL = flags.DEFINE_bool("incremental", None, "Exact incremental inference: same drops, fewer FLOPs "
+                                  "(any model that runs on the device). Default (unset): 'auto', used wherever "
+                                  "the model allows; --incremental refuses a black box, --noincremental scores "
+                                  "densely.")
 _ONNX = flags.DEFINE_enum("onnx_backend", "auto", ["auto", "jax", "onnxruntime"], "ONNX models: converted to "
                           "JAX (on the device, incremental) or run by onnxruntime on the host; auto: the "
                           "faster by a short timed probe at the start (both rates in summary.json).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of weights and inputs; "
+_DTYPE = flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Compute dtype of weights and inputs; "
                            "bfloat16 records bf16_fidelity (Pearson vs float32) in summary.json.")
 _APPROX = flags.DEFINE_float("approx_tau", 1.0, "1 = exact. In (0, 1): approximate incremental inference "
                              "(Krypton's projective-field threshold): a window grows to at most this share of "
@@ -84,7 +88,7 @@ def main(argv):
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
                     target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,
-                    incremental=_INCREMENTAL.value if flags.FLAGS["incremental"].present else "auto", dtype=_DTYPE.value,
+                    incremental="auto" if _INCREMENTAL.value is None else _INCREMENTAL.value, dtype=_DTYPE.value,
                     approx_tau=_APPROX.value)
     try:
         summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,

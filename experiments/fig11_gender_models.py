@@ -19,7 +19,7 @@ _MODELS = flags.DEFINE_list("models", ["gender"], "Built-in model names or model
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 100, "Use the first N images (0 = all).")
 _LABEL_FROM = flags.DEFINE_string("label_from", "", "Score the labelled class (e.g. utkface:gender), "
-                                  "not the predicted one; see `cms_jax.pipeline.labels`.")
+                                  "not the predicted one; see `cms_jax.scoring.labels`.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/fig11", "Output folder.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default OUT_DIR/align_cache).")

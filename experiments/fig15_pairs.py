@@ -13,11 +13,12 @@ import os
 from absl import app, flags
 
 from cms_jax.figures import common, pairs
+from cms_jax.occlusion import SCORES
 from cms_jax.pipeline import RunConfig
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir.")
 _PAIRS = flags.DEFINE_string("pairs", "", "CSV of file_a,file_b[,label].")
-_SCORE = flags.DEFINE_enum("score", "prob", ["prob", "logit"], "Confidence: softmax prob or raw logit.")
+_SCORE = flags.DEFINE_enum("score", "prob", list(SCORES), "Confidence: softmax prob or raw logit.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/fig15", "Output folder.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 2 pairs of CelebA samples.")
 

@@ -41,8 +41,8 @@ def main(argv):
     del argv
     folder = _IMAGES.value
     if not folder:
-        from cms_jax.assets import resolve_dir
-        folder = os.path.join(str(resolve_dir("celeba_samples", verify=False)), "images")
+        from cms_jax.assets import sample_images
+        folder = str(sample_images(verify=False))
     paths = sorted(glob.glob(os.path.join(folder, "*.jpg")))[: 4 if _SMOKE.value else None]
     canvas = 128 if _SMOKE.value else _CANVAS.value
     canon = CanonicalFace.mediapipe(canvas=canvas)

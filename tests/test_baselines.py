@@ -172,7 +172,7 @@ def test_grid_occlusion_matches_brute_force():
         return jnp.stack([s, jnp.zeros_like(s)], axis=-1)
 
     x = jnp.abs(_images(b=1)) + 0.1
-    got = bl.grid_occlusion(linear, {}, x, jnp.array([0]), patch=4, stride=3, softmax=False)
+    got = bl.grid_occlusion(linear, {}, x, jnp.array([0]), patch=4, stride=3, mode="raw")
     xi = np.asarray(x[0, ..., 0])
     total, count = np.zeros((H, W)), np.zeros((H, W))
     for i in [0, 3, 6, 8]:  # offsets 0, 3, 6 and the edge-touching 8

@@ -12,7 +12,7 @@ import numpy as np
 
 from cms_jax.bench import keras_reference as kr
 from cms_jax.engine import OcclusionEngine
-from cms_jax.pipeline.progress import Progress, StageTimer
+from cms_jax.data.progress import Progress, StageTimer
 
 
 def _apply(params, x):

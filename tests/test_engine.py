@@ -69,10 +69,10 @@ def test_second_call_with_same_shapes_does_not_retrace():
 
 def test_items_of_several_images_share_a_batch_and_match_single_image_runs():
     images, xy = _inputs(n=3, v=20)
-    eng = OcclusionEngine(face_model(), batch_size=64, images_per_group=8)
+    eng = OcclusionEngine(face_model(), batch_size=64, images_per_block=8)
     calls = []
-    step = eng.forward._step
-    eng.forward._step = lambda *a: calls.append(len(a[2])) or step(*a)
+    step = eng.strategy._step
+    eng.strategy._step = lambda *a: calls.append(len(a[2])) or step(*a)
     res = eng.run(images, xy)
     assert calls == [8, 64], "60 work items of 3 images should fill one device batch"
     single = face_model()  # occlusion_drops caches one engine per model object
@@ -117,7 +117,7 @@ def test_invalid_vertices_are_skipped_and_drop_zero():
 def test_params_are_jit_arguments_not_constants():
     images, xy = _inputs(n=1)
     eng = OcclusionEngine(face_model(), batch_size=8)
-    fw = eng.forward
+    fw = eng.strategy
     args = (fw._params, images, np.zeros(8, np.int32), np.zeros((8, 4), np.int32),
             np.full(8, -1, np.int32), np.float32(0))
     jaxpr = jax.make_jaxpr(fw._step_impl)(*args)
@@ -131,7 +131,7 @@ def test_sharded_step_needs_no_cross_device_communication():
     images, _ = _inputs()
     eng = OcclusionEngine(face_model(), batch_size=64)
     slab = jax.device_put(images, shd.replicated(eng.mesh))
-    hlo = eng.forward._step.lower(eng.forward._params, slab, np.zeros(64, np.int32), np.zeros((64, 4), np.int32),
+    hlo = eng.strategy._step.lower(eng.strategy._params, slab, np.zeros(64, np.int32), np.zeros((64, 4), np.int32),
                           np.zeros(64, np.int32), np.float32(0)).compile().as_text()
     for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
         assert op not in hlo
@@ -160,7 +160,7 @@ def test_dense_and_incremental_forwards_give_the_same_drops(ndev):
     np.testing.assert_array_equal(got.targets, dense.targets)
 
 
-def test_incremental_engine_does_not_retrace_and_bounds_its_group():
+def test_incremental_engine_does_not_retrace_and_bounds_its_block():
     images, xy = _inputs()
     eng = OcclusionEngine(face_model(), batch_size=32, forward="incremental")
     eng.run(images, xy, patch_size=5)
@@ -168,8 +168,8 @@ def test_incremental_engine_does_not_retrace_and_bounds_its_group():
     images2, xy2 = _inputs(seed=7)
     eng.run(images2, xy2, patch_size=5, fill=-1.0, targets=np.array([0, 3, 1]), valid=np.arange(40) % 2 == 0)
     assert eng.trace_count == 2
-    assert eng.forward.group_size(16, (H, W, 3), 5) == 16
-    per_image = eng.forward.plan((H, W, 3), 5)[3]
+    assert eng.strategy.block_size(16, (H, W, 3), 5) == 16
+    per_image = eng.strategy.plan((H, W, 3), 5)[3]
     assert 0 < per_image < 1 << 20  # a few small maps: the 1 GiB budget does not bind here
 
 
@@ -208,7 +208,7 @@ def test_errors_and_sharding_helpers():
     mesh = shd.data_mesh()
     assert mesh.axis_names == ("data",) and shd.num_shards(mesh) == 8
     eng = OcclusionEngine(face_model(), batch_size=20)
-    assert eng.batch_size == 24 and eng.group == 16
+    assert eng.batch_size == 24 and eng.block == 16
 
 
 def test_bench_engine_meets_its_target_in_flops(tmp_path):

@@ -12,6 +12,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +69,7 @@ def test_fig09_metrics_real_path_reprojects_the_run_cms(tmp_path, shared_dir):
     from cms_jax import models
     from cms_jax.align.canonical import CanonicalFace
     from cms_jax.align.visibility import visible_vertices
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
 
     images = os.path.join(shared_dir, "faces", "utkface")
     _run("fig09_metrics", "--model=gender", f"--images={images}", "--max_images=2", "--workers=0",
@@ -125,11 +126,48 @@ def test_bench_throughput_smoke(tmp_path):
     for m in methods:  # a method that failed would record None (or be missing): every one ran
         assert isinstance(b[m], float) and b[m] > 0, (m, b.get(m))
         assert isinstance(row["passes_per_s"][m], float) and row["faces_per_s"][m] > 0, m
-    # One engine, two forwards: incremental and torch give fp32 JAX's drops; bf16 follows them.
-    assert row["max_abs_drop_diff_vs_fp32"]["incremental"] < 1e-6
-    assert row["pearson_vs_fp32"]["torch_reference"] > 0.999
-    assert min(row["pearson_vs_fp32"][m] for m in ("dense_bf16", "incremental_bf16")) > 0.9
+    assert set(row["pearson_vs_fp32"]) == set(methods)  # what each timed method computed is checked
     assert 0 < row["incremental_flops_per_pass"] < row["dense_flops_per_pass"]
+
+
+def test_bench_throughput_methods_compute_eq1_by_brute_force():
+    """What bench_throughput times, checked here rather than by its own verdict: each of its methods
+    (`bench.methods`: the engine's four paths and the paper's torch procedure) on its tiny VGG gives
+    Eq. 1 computed by brute force in numpy (one occluded copy per vertex, softmax, clean - occluded)."""
+    from cms_jax import models
+    from cms_jax.bench import methods
+    from converters.torchvision_vgg import to_torch
+
+    model, sz = models.load("tiny"), 5
+    h, w = model.input_size
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (h, w, model.channels)).astype(np.float32)
+    xy = rng.uniform(0, w, (12, 2))
+
+    def probs(x):
+        z = np.asarray(model.apply_fn(model.params, x), np.float64)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    copies = []
+    for x, y in xy:
+        x1, y1 = max(0, math.floor(x - sz / 2)), max(0, math.floor(y - sz / 2))
+        copy = image.copy()
+        copy[y1:y1 + sz, x1:x1 + sz] = 0.0
+        copies.append(copy)
+    clean = probs(image[None])[0]
+    c = int(clean.argmax())
+    want = clean[c] - probs(np.stack(copies))[:, c]
+    assert np.abs(want).max() > 1e-4  # the squares matter: a zero drop would pass any check
+    for name in methods.JAX_METHODS:
+        res = methods.engine(model, name, 16, sz).run(image[None], xy, patch_size=sz)
+        assert int(res.targets[0]) == c, name
+        if name.endswith("bf16"):
+            assert np.corrcoef(res.drops[0], want)[0, 1] > 0.9, name
+        else:
+            np.testing.assert_allclose(res.drops[0], want, atol=1e-5, err_msg=name)
+    got = methods.torch_reference_drops(to_torch(model.params).eval(), image, xy, sz, c, "cpu")
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_bench_memory_smoke(tmp_path, shared_dir):
@@ -138,8 +176,10 @@ def test_bench_memory_smoke(tmp_path, shared_dir):
     assert [r["images"] for r in b["runs"]] == [4, 8]
     assert [r["images_done"] for r in b["runs"]] == [4, 8]
     assert all(r["main_peak_mib"] > 100 for r in b["runs"])
-    # The target (memory flat in the number of images, within 10%); peak memory does not depend on the load.
-    assert b["peak_ratio"] <= 1.10
+    # The target (memory flat in the number of images, within 10%), applied here to the measured peaks
+    # themselves rather than to the bench's own ratio; peak memory does not depend on the load.
+    ratio = b["runs"][1]["main_peak_mib"] / b["runs"][0]["main_peak_mib"]
+    assert ratio <= 1.10 and b["peak_ratio"] == pytest.approx(ratio, rel=1e-9)
 
 
 def test_bench_job_smoke(tmp_path, shared_dir):
@@ -172,11 +212,30 @@ def test_bench_input_smoke(tmp_path, shared_dir):
     """The Grain loader alone: 24 files, cold and warm cache, and a restored state continues exactly."""
     _run("bench_input", f"--out_dir={tmp_path}", "--workers=2")
     r = json.load(open(tmp_path / "bench_input.json"))
-    assert r["images"] == 24 and r["resume_continues_at_the_exact_image"] is True
+    assert r["images"] == 24 and "resume_continues_at_the_exact_image" in r  # checked independently below
     # Cold: MediaPipe ran on every file and cached it; warm: every file came from the cache.
     assert r["cache_entries_after_cold"] == 24 and r["cache_entries_written_warm"] == 0
     assert r["warm_images_per_s"] > 0 and r["cold_images_per_s"] > 0
     assert r["startup_s"] > 0
+
+
+def test_a_loader_restored_from_its_state_continues_at_the_exact_image(shared_dir):
+    """What bench_input reports as ``resume_continues_at_the_exact_image``, checked against the input
+    list itself: a fresh loader built from the state after k images yields files[k:] (bench_input's form,
+    ``loader(files, state=...)``), not the bench's own comparison of two loader passes."""
+    from cms_jax import models
+    from cms_jax.data.prepare import FacePreparer
+
+    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
+    files = [os.path.join(src, n) for n in sorted(os.listdir(src))[:7]]
+    prep = FacePreparer(models.load("tiny"), workers=2)
+    try:
+        it = prep.loader(files)
+        assert [next(it).path for _ in range(3)] == files[:3]
+        state = it.get_state()
+        assert [p.path for p in prep.loader(files, state=state)] == files[3:]
+    finally:
+        prep.close()
 
 
 def test_bench_onnx_smoke(tmp_path, shared_dir):
@@ -201,8 +260,26 @@ def test_fig10_runs_one_table_per_model_and_puts_them_side_by_side(tmp_path, sha
     assert tables[0]["methods"] == tables[1]["methods"]
     mds = [(tmp_path / f"{i}_tiny" / "fig09.md").read_text() for i in range(2)]
     assert json.load(open(tmp_path / "1_tiny" / "fig09.json"))["methods"] == tables[1]["methods"]
-    assert (tmp_path / "fig10.md").read_text() == "\n\n".join(m.removesuffix("\n") for m in mds) + "\n"
-    assert (tmp_path / "fig10.md").read_text().count("**tiny: Fig. 9 metrics** (N = 2)") == 2
+    text = (tmp_path / "fig10.md").read_text()
+    assert text.count("**tiny: Fig. 9 metrics** (N = 2)") == 2 and all(m.strip() in text for m in mds)
+    # Every number of fig10.md read back against the tables' JSON, and the bold cell of each column
+    # at the best value (Average Drop % and Win %: highest; % Increase in Confidence: lowest).
+    rows = [line.split("|")[1:-1] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| Method")]
+    assert len(rows) == sum(len(t["methods"]) for t in tables)
+    keys = ("average_drop", "increase_in_confidence", "win")
+    higher = {"average_drop": True, "increase_in_confidence": False, "win": True}
+    i = 0
+    for t in tables:
+        for name, r in t["methods"].items():
+            cells = [c.strip() for c in rows[i]]
+            i += 1
+            assert cells[0] == name
+            for key, cell in zip(keys, cells[1:4]):
+                assert float(cell.strip("*")) == pytest.approx(round(r[key], 2), abs=0.0051), (name, key)
+                vals = [m[key] for m in t["methods"].values()]
+                assert cell.startswith("**") == (r[key] == (max(vals) if higher[key] else min(vals))), (name, key)
+            assert float(cells[4]) == pytest.approx(100 * r["clip_rate"], abs=0.0051)
     assert json.load(open(tmp_path / "0_tiny" / "cms" / "summary.json"))["images_done"] == 2  # in-sample CMS
 
 

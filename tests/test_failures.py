@@ -11,10 +11,10 @@ import pytest
 
 from cms_jax import models
 from cms_jax.pipeline import RunConfig, run_job
-from cms_jax.pipeline.failures import FailurePolicy, RunFailed, reason_counts, signature
-from cms_jax.pipeline.labels import LabelRule
+from cms_jax.data.failures import FailurePolicy, RunFailed, reason_counts, signature
+from cms_jax.scoring.labels import LabelRule
 from cms_jax.pipeline.run import run_cms
-from cms_jax.pipeline.scoring import Scorer
+from cms_jax.scoring.scorer import Scorer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -223,7 +223,7 @@ def test_fig07_sanity_smoke(tmp_path, shared_dir):
 
 def _tiny_faces(paths):
     """The tiny model and the pipeline's crops of ``paths`` (the inputs the figures are checked on)."""
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
 
     model = models.load("tiny")
     prep = FacePreparer(model, workers=0)

@@ -148,8 +148,8 @@ def test_foreign_backend_is_checked():
 def test_backend_probe_picks_the_faster_runtime_and_says_so(facenet, monkeypatch):
     """Where onnxruntime is faster the job scores with it; --onnx_backend=jax or --incremental keep the device."""
     from cms_jax.models.blackbox import OnnxRunner
-    from cms_jax.pipeline import backend_probe
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.scoring import backend_probe
+    from cms_jax.scoring.scorer import Scorer
     _, path = facenet
     rates = {"jax": 10.0, "onnxruntime": 25.0}
     monkeypatch.setattr(backend_probe, "copies_per_second",

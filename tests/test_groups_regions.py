@@ -4,7 +4,7 @@ import pytest
 
 from cms_jax import groups as grp
 from cms_jax import regions, sources
-from cms_jax.report import write_report
+from cms_jax.pipeline.report import write_report
 
 
 def test_utkface_names_parse():
@@ -47,20 +47,6 @@ def test_permutation_test_finds_a_planted_difference_and_nothing_else():
     # Same-distribution groups: nothing significant.
     null = grp.permutation_test(rng.normal(size=(20, 6, 6)), rng.normal(size=(20, 6, 6)), permutations=200)
     assert not null["significant"].any()
-
-
-def test_bh_fdr_matches_hand_computed_case():
-    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205])
-    # BH at 0.05: thresholds k/8*0.05 -> the largest k with p_(k) <= k*0.05/8 is k=2.
-    assert grp.bh_fdr(p, 0.05).tolist() == [True, True] + [False] * 6
-
-
-def test_group_cms_is_the_mean_of_member_maps():
-    maps = np.arange(4 * 2 * 2, dtype=np.float64).reshape(4, 2, 2)
-    per = grp.group_cms(maps, ["x", "y", "x", None])
-    np.testing.assert_allclose(per["x"], (maps[0] + maps[2]) / 2)
-    np.testing.assert_allclose(per["y"], maps[1])
-    assert set(per) == {"x", "y"}
 
 
 def test_regions_partition_the_canvas_and_sit_where_faces_have_them():

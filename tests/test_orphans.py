@@ -124,7 +124,7 @@ def test_loader_workers_outlive_a_restarted_prefetch_thread(images):
     """Grain starts its workers from prefetch threads that ``set_state`` restarts (as a resume does):
     a parent-death signal tied to such a thread would kill the workers of a live job."""
     from cms_jax import models
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
     files = [os.path.join(images, n) for n in sorted(os.listdir(images))[:12]]
     prep = FacePreparer(models.load("tiny"), workers=2, in_flight=4)
     try:

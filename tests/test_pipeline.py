@@ -44,9 +44,14 @@ def test_outputs_have_real_content(finished_run):
     assert reasons["zz_truncated.jpg"] == "truncated"
     assert (summary["forward"], summary["dtype"]) == ("dense", "float32") and "bf16_fidelity" not in summary
     on_disk = json.load(open(os.path.join(out, "summary.json")))
-    for key in ("model", "patch_size", "vertices", "canvas", "images_total", "images_done",
-                "images_skipped", "seconds", "faces_per_second", "forward", "dtype"):
-        assert key in on_disk
+    from cms_jax import models, occlusion
+    h = models.load("tiny").input_size[0]
+    assert (on_disk["model"], on_disk["patch_size"], on_disk["vertices"], on_disk["canvas"]) == (
+        "tiny", occlusion.default_patch_size(h), 468, [cfg.canvas, cfg.canvas])  # 15 px at 224, scaled to h
+    assert (on_disk["images_total"], on_disk["images_done"], on_disk["forward"], on_disk["dtype"]) == (
+        8, 5, "dense", "float32")
+    assert sorted(os.path.basename(x["file"]) for x in on_disk["images_skipped"]) == sorted(reasons)
+    assert on_disk["seconds"] > 0 and on_disk["faces_per_second"] == pytest.approx(5 / on_disk["seconds"], rel=1e-2)
     cms = np.load(os.path.join(out, "cms.npy"))
     assert cms.dtype == np.float32 and cms.shape == (cfg.canvas, cfg.canvas) and np.isfinite(cms).all()
     assert np.abs(cms).max() > 0
@@ -55,20 +60,43 @@ def test_outputs_have_real_content(finished_run):
     d = np.load(os.path.join(out, "drops.npz"))
     assert d["drops"].shape == (5, 468) and len(d["files"]) == 5
     assert d["valid"].sum(1).min() > 300  # frontal CelebA faces: most vertices visible
-    # The CMS is the mean of the per-image CIS maps rendered from the stored drops (Eq. 6).
-    from cms_jax.accumulate import cms_from_drops
+    # The CMS is the mean of the per-image CIS maps rendered from the stored drops (Eqs. 4-6),
+    # recomputed here in plain numpy from the paper's definitions, not with the accumulator.
     assert d["canonical_side"].shape == (5,) and d["canonical_side"].dtype == np.float32
     assert (d["canonical_side"] == d["canonical_side"][0]).all()  # a 'tight' crop: one side for every image
-    again = cms_from_drops(d["drops"], d["valid"], d["canon_xy"], (cfg.canvas, cfg.canvas), d["canonical_side"])
-    np.testing.assert_allclose(again, cms, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_numpy_cms(d, cfg.canvas), cms, rtol=1e-5, atol=1e-6)
     assert os.path.exists(os.path.join(out, "report.html"))
     regions = json.load(open(os.path.join(out, "regions.json")))["regions"]["all images"]
-    assert sum(regions["share"].values()) == pytest.approx(100.0, abs=1e-6)
+    # Each region's share is its part of the CMS's positive mass, recomputed from cms.npy and the masks.
+    from cms_jax.regions import region_masks
+    pos = np.clip(cms.astype(np.float64), 0, None)
+    masks = region_masks(d["canon_xy"][:468], (cfg.canvas, cfg.canvas))
+    want = {k: 100.0 * pos[m].sum() / pos.sum() for k, m in masks.items()}
+    assert set(regions["share"]) == set(want)
+    for k in want:
+        assert regions["share"][k] == pytest.approx(want[k], abs=1e-6), k
+    assert max(want.values()) < 100.0  # saliency spreads over several regions
+
+
+def _numpy_cms(d, canvas: int) -> np.ndarray:
+    """Eqs. 4-6 by hand: splat each valid vertex's drop on its f x f square (the official
+    ``x1 = max(0, floor(x - f/2)); x2 = min(floor(x1 + f), W)``), divide by the count map where
+    N > 0, and average the CIS maps over all scored images."""
+    total = np.zeros((canvas, canvas))
+    for drops, valid, f in zip(d["drops"], d["valid"], d["canonical_side"].astype(np.float64)):
+        p_star, n = np.zeros((canvas, canvas)), np.zeros((canvas, canvas))
+        for (x, y), v in zip(d["canon_xy"].astype(np.float64)[valid], drops[valid].astype(np.float64)):
+            x1, y1 = max(0.0, math.floor(x - f / 2)), max(0.0, math.floor(y - f / 2))
+            x2, y2 = min(math.floor(x1 + f), canvas), min(math.floor(y1 + f), canvas)
+            p_star[int(y1):int(y2), int(x1):int(x2)] += v
+            n[int(y1):int(y2), int(x1):int(x2)] += 1
+        total += np.where(n > 0, p_star / np.maximum(n, 1), 0.0)
+    return total / len(d["drops"])
 
 
 def test_drops_written_with_one_scalar_side_are_read_for_loose_and_tight_runs_only(finished_run, tmp_path):
     """drops.npz from before per-image sides (one ``canonical_patch_size``) stays readable where it was exact."""
-    from cms_jax.pipeline.outputs import canonical_sides
+    from cms_jax.pipeline.reader import canonical_sides
     cfg, out, summary = finished_run
     d = dict(np.load(os.path.join(out, "drops.npz")))
     np.testing.assert_array_equal(canonical_sides(d, summary), d["canonical_side"])
@@ -112,7 +140,7 @@ def test_gender_run_drops_equal_a_hand_occluded_forward(gender_run):
     class the job scored: Eq. 1, computed without the pipeline.
     """
     from cms_jax import models
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
 
     cfg, out = gender_run
     d, s = np.load(os.path.join(out, "drops.npz")), json.load(open(os.path.join(out, "summary.json")))
@@ -202,7 +230,7 @@ def test_approximate_run_records_its_fidelity_to_exact_drops(gender_run, tmp_pat
 def test_incremental_refuses_a_black_box_model():
     from cms_jax.models.blackbox import callable_model
     from cms_jax.models.base import make_preprocess
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.scoring.scorer import Scorer
     box = callable_model(lambda x: np.ones((len(x), 2), np.float32), name="hostbox", input_size=(32, 32),
                          channels=3, class_names=("a", "b"), preprocess=make_preprocess("RGB", 1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match=r"model 'hostbox'.*black box.*Drop --incremental"):
@@ -218,8 +246,8 @@ def test_incremental_refuses_a_black_box_model():
 
 def test_a_chunk_that_fails_to_score_costs_only_its_bad_image(finished_run):
     """Scoring is retried image by image; the bad image is reported, the rest are kept."""
-    from cms_jax.pipeline.prepare import FacePreparer
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.data.prepare import FacePreparer
+    from cms_jax.scoring.scorer import Scorer
     cfg, out, _ = finished_run
     scorer = Scorer(cfg)
     prep = FacePreparer(scorer.model, workers=0)
@@ -244,9 +272,9 @@ def test_whole_crops_give_each_image_the_canonical_side_of_its_face(tmp_path, sh
     from cms_jax.align.canonical import CanonicalFace
     from cms_jax.figures import common
     from cms_jax.pipeline.analysis import analyse
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
     from cms_jax.pipeline.run import run_cms
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.scoring.scorer import Scorer
     from cms_jax.projection import paper_canonical_side, splat
 
     src = os.path.join(shared_dir, "faces", "celeba_samples", "images")

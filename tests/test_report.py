@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from cms_jax import regions
-from cms_jax.report import write_report
-from cms_jax.report_parts import command_line, header
+from cms_jax.pipeline.report import write_report
+from cms_jax.pipeline.report_parts import command_line, header
 
 SUMMARY = {"model": "tiny", "model_name": "tiny", "model_input": [32, 32], "model_output": "classes",
            "crop_policy": "tight", "crop_margin": 0.1, "patch_size": 2,
@@ -18,14 +18,16 @@ SUMMARY = {"model": "tiny", "model_name": "tiny", "model_input": [32, 32], "mode
            "faces_per_second": 6.0, "forward": "dense", "dtype": "float32"}
 
 
-def test_command_line_is_the_runs_own_or_the_equivalent_flags():
+def test_command_line_is_the_runs_own_argv_in_its_folder():
     s = {"argv": ["/src/experiments/cms.py", "--smoke", "--out_dir=out dir"], "cwd": "/src"}
     assert command_line(s) == "cd /src && python -m experiments.cms --smoke '--out_dir=out dir'"
-    from cms_jax.pipeline.config import RunConfig
-    cfg = RunConfig(model="gender", images="/a b/faces", visibility=False, canvas=256).to_dict()
-    cmd = command_line({"argv": ["/usr/bin/pytest", "-q"], "cwd": "/src", "config": cfg})
-    flags = shlex.split(cmd.split("&&", 1)[1].split("#")[0])[3:]
-    assert sorted(flags) == sorted(["--model=gender", "--images=/a b/faces", "--novisibility", "--canvas=256"])
+    fig = {"argv": ["/src/experiments/fig01_tasks.py", "--smoke"], "cwd": "/src"}  # any script, as a module
+    assert command_line(fig) == "cd /src && python -m experiments.fig01_tasks --smoke"
+    assert command_line({"argv": ["/elsewhere/x.py", "--a=b c"], "cwd": "/src"}) == \
+        "cd /src && python /elsewhere/x.py '--a=b c'"
+    cmd = command_line({"argv": ["/usr/bin/pytest", "-q"], "cwd": "/src"})  # a library call: marked as such
+    assert shlex.split(cmd.split("&&", 1)[1].split("#")[0]) == ["/usr/bin/pytest", "-q"] and "from Python" in cmd
+    assert command_line({}) == "(not recorded)"
 
 
 def test_header_counts_skipped_images_by_reason_and_the_list_is_capped(tmp_path):

@@ -51,17 +51,17 @@ def test_score_unit_names_what_the_drops_measure():
 
 def test_panel_keeps_the_canvas_and_draws_the_map_outlines_and_bar():
     from cms_jax.align import CanonicalFace
-    from cms_jax.pipeline import outputs
+    from cms_jax.pipeline import writers
     canon = CanonicalFace.mediapipe(canvas=256)
     yy, xx = np.mgrid[:256, :256]
     cms = ((xx - 128) / 128.0).astype(np.float32)  # negative on the left half
     mask = (xx > 20) & (xx < 236)
-    im = outputs.render_cms(cms, canon, mask, "drop in probability")
+    im = writers.render_cms(cms, canon, mask, "drop in probability")
     assert im.shape == (256, 256, 3) and im.dtype == np.uint8
     s = colours.fit(cms, mask)
     base = panel.backdrop(canon.image)
     # Away from the outlines and the inset bar, a pixel is the blend of the face and its value's colour.
-    edges = outputs.region_edges(canon)
+    edges = writers.region_edges(canon)
     assert edges.any() and edges[128, 128 - 40:128 + 40].sum() >= 2  # the nose's outline crosses mid-face
     r, c = 60, 40
     assert not edges[r, c]

@@ -4,8 +4,8 @@ import os
 import pytest
 
 from cms_jax.pipeline.config import RunConfig
-from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.prepare import process_range
+from cms_jax.data.image_list import expand_images
+from cms_jax.data.prepare import process_range
 
 
 def test_fingerprint_ignores_speed_flags_but_not_numbers():

@@ -63,7 +63,7 @@ def test_deduplicated_and_packed_drops_equal_every_copy_scored_alone(forward):
     # many vertices on a coarse lattice: squares repeat within an image, as on a dense mesh
     xy = rng.integers(0, 12, (3, 300, 2)).astype(np.float32) * 2 + rng.uniform(0, 0.4, (3, 300, 2))
     model = face_model(input_size=(H, W), channels=3)
-    eng = OcclusionEngine(model, batch_size=256, images_per_group=4, forward=forward, patch_size=4)
+    eng = OcclusionEngine(model, batch_size=256, images_per_block=4, forward=forward, patch_size=4)
     assert eng.batch_sizes == [256, 128]
     res = eng.run(images, xy)
     counts = eng.item_counts.as_dict()

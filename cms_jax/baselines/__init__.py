@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 
+from cms_jax import occlusion as occ
 from cms_jax.baselines.cams import gradcam, gradcam_plusplus, scorecam
 from cms_jax.baselines.common import unpack_model
 from cms_jax.baselines.gradients import (guided_backprop, guided_gradcam_plusplus, smoothgrad,
@@ -32,7 +33,10 @@ def explain(model: Any, x: jax.Array, method: str, targets: jax.Array | None = N
       x: (B, H, W, C) preprocessed images at model.input_size.
       method: one of METHODS.
       targets: (B,) class indices, or None for the predicted class.
-      **kwargs: method options (e.g. patch/stride for grid_occlusion, batch_size).
+      **kwargs: method options (e.g. patch/stride for grid_occlusion, batch_size). Grid occlusion
+        scores the model's own confidence (`cms_jax.occlusion.score_mode` with score 'prob':
+        softmax of logits, sigmoid of one logit, raw probabilities or regression values,
+        cosine to the clean embedding) unless ``mode`` is given.
 
     Returns:
       (B, H, W) float32 heatmaps.
@@ -45,7 +49,8 @@ def explain(model: Any, x: jax.Array, method: str, targets: jax.Array | None = N
               "guided_gradcam++": guided_gradcam_plusplus}[method]
         return fn(*fns, x, targets, **kwargs)
     if method == "grid_occlusion":
-        kwargs.setdefault("softmax", not getattr(model, "outputs_are_probs", False))
+        kwargs.setdefault("mode", occ.score_mode("prob", bool(getattr(model, "outputs_are_probs", False)),
+                                                 getattr(model, "output", "classes")))
         return grid_occlusion(model.apply_fn, model.params, x, targets, **kwargs)
     fn = {"gradients": vanilla_gradients, "smoothgrad": smoothgrad,
           "guided_backprop": guided_backprop}[method]

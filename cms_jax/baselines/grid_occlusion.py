@@ -4,7 +4,9 @@ A square of ``patch`` pixels filled with ``fill`` slides over the image with
 ``stride``; each placement scores the occluded image, and every pixel receives
 the mean confidence drop S = M(I) - M(I*) of the placements covering it (the
 same count normalisation as the paper's Eq. 5, here on the image grid instead
-of along the face mesh).
+of along the face mesh).  M is the occlusion's own confidence phi of Eq. 1
+(`cms_jax.occlusion.phi`: softmax, sigmoid for one logit, raw value, or cosine to
+the clean embedding), so this map and the CIS of a face score the same quantity.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cms_jax.baselines.common import check_images, pick, select_targets
+from cms_jax import occlusion as occ
+from cms_jax.baselines.common import check_images
 
 
 def _starts(size: int, patch: int, stride: int) -> np.ndarray:
@@ -35,22 +38,23 @@ def _cover(size: int, patch: int, stride: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit,
-                   static_argnames=("apply_fn", "patch", "stride", "softmax", "batch_size"))
+                   static_argnames=("apply_fn", "patch", "stride", "mode", "batch_size"))
 def grid_occlusion(apply_fn: Callable, params: Any, x: jax.Array,
                    targets: jax.Array | None = None, *, patch: int = 16, stride: int = 8,
-                   fill: float = 0.0, softmax: bool = True, batch_size: int = 64) -> jax.Array:
+                   fill: float = 0.0, mode: str = "softmax", batch_size: int = 64) -> jax.Array:
     """Zeiler & Fergus occlusion sensitivity map.
 
     Args:
       apply_fn: apply_fn(params, x) -> (B, K) scores.
       params: model parameters.
       x: (B, H, W, C) preprocessed images.
-      targets: (B,) class indices, or None for the predicted class.
+      targets: (B,) class indices, or None for the predicted class; under mode 'cosine'
+        (B, D) reference embeddings, or None for each image's own clean embedding.
       patch: side of the occluding square, pixels.
       stride: step between placements, pixels.
       fill: value written into the occluded square (in preprocessed units).
-      softmax: apply softmax to the outputs before scoring (False when apply_fn
-        already returns probabilities or for regression outputs).
+      mode: how outputs become the confidence, `cms_jax.occlusion.score_mode` of the
+        model ('softmax', 'raw' or 'cosine').
       batch_size: occluded images per forward pass.
 
     Returns:
@@ -61,12 +65,16 @@ def grid_occlusion(apply_fn: Callable, params: Any, x: jax.Array,
         raise ValueError(f"patch and stride must be >= 1, got patch={patch}, stride={stride}")
     b, h, w, _ = x.shape
 
-    def conf(out):
-        return jax.nn.softmax(out, axis=-1) if softmax else out
-
-    base_out = conf(apply_fn(params, x))
-    t = select_targets(base_out, targets)
-    base = pick(base_out, t)
+    base_out = apply_fn(params, x)
+    if mode == "cosine":
+        t = base_out.astype(jnp.float32) if targets is None else jnp.asarray(targets, jnp.float32)
+        if t.shape != base_out.shape:
+            raise ValueError(f"grid_occlusion: under mode 'cosine' targets are (B, D) = {base_out.shape} "
+                             f"reference embeddings, got shape {t.shape}")
+    else:
+        t = jnp.full((b,), -1, jnp.int32) if targets is None else jnp.asarray(targets, jnp.int32).reshape(b)
+    base, cls = occ.phi(base_out, mode, t)
+    t = t if mode == "cosine" else cls
     rows = jnp.asarray(_cover(h, patch, stride))
     cols = jnp.asarray(_cover(w, patch, stride))
     py, px = rows.shape[0], cols.shape[0]
@@ -75,7 +83,7 @@ def grid_occlusion(apply_fn: Callable, params: Any, x: jax.Array,
         i, rest = k // (py * px), k % (py * px)
         mask = (rows[rest // px][:, None] * cols[rest % px][None, :])[..., None]
         occluded = x[i] * (1.0 - mask) + fill * mask
-        return base[i] - conf(apply_fn(params, occluded[None]))[0, t[i]]
+        return base[i] - occ.phi(apply_fn(params, occluded[None]), mode, t[i][None])[0][0]
 
     drops = jax.lax.map(drop_one, jnp.arange(b * py * px), batch_size=batch_size)
     drops = drops.reshape(b, py, px)

@@ -74,13 +74,13 @@ def tiny(input_hw=64, seed=0):
 def engine_flops(eng: OcclusionEngine, shape, images: int, items: int) -> tuple[float, float]:
     """(FLOPs of one work batch, FLOPs of the whole run) of a dense engine, from XLA's cost analysis.
 
-    A run is one clean pass per group of images (a step over the group's copies with empty squares)
+    A run is one clean pass per image block (a step over the block's copies with empty squares)
     and ``ceil(items / batch)`` work batches.
     """
-    f = eng.forward
+    f = eng.strategy
     params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), f._params)
-    group, b = f.group_size(eng.group, shape, 1), eng.batch_size
-    slab = jax.ShapeDtypeStruct((group,) + tuple(shape), jnp.float32)
+    block, b = f.block_size(eng.block, shape, 1), eng.batch_size
+    slab = jax.ShapeDtypeStruct((block,) + tuple(shape), jnp.float32)
 
     def step(n):
         i32 = jax.ShapeDtypeStruct((n,), jnp.int32)
@@ -88,7 +88,7 @@ def engine_flops(eng: OcclusionEngine, shape, images: int, items: int) -> tuple[
                                        jax.ShapeDtypeStruct((), jnp.float32)))
 
     batch = step(b)
-    return batch, -(-images // group) * step(group) + -(-items // b) * batch
+    return batch, -(-images // block) * step(block) + -(-items // b) * batch
 
 
 def bench_model(apply_fn, params, shape, batch, batches, images, repeats) -> dict:
@@ -107,7 +107,7 @@ def bench_model(apply_fn, params, shape, batch, batches, images, repeats) -> dic
     verts = items // images
     imgs = rng.normal(size=(images,) + shape).astype(np.float32)
     xy = rng.uniform(0, shape[1], size=(images, verts, 2))
-    eng = OcclusionEngine(model, batch_size=batch, images_per_group=images, mesh=mesh)
+    eng = OcclusionEngine(model, batch_size=batch, images_per_block=images, mesh=mesh)
     eng.run(imgs, xy)  # compile the clean-pass and work-batch shapes
     traces = eng.trace_count
     # Interleaved repeats, best of each: the machine may be shared, and load

@@ -52,7 +52,7 @@ class JobBenchConfig:
 
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, MiB (``VmHWM``; see `progress.peak_rss_mb`)."""
-    from cms_jax.pipeline.progress import peak_rss_mb
+    from cms_jax.data.progress import peak_rss_mb
     return peak_rss_mb()
 
 
@@ -168,7 +168,7 @@ def flops_done(cfg, summary: dict) -> float | None:
     clean = flops(model)
     per_copy = clean
     if summary.get("forward") == "incremental":
-        eng = OcclusionEngine(model, batch_size=128, images_per_group=1, forward="incremental",
+        eng = OcclusionEngine(model, batch_size=128, images_per_block=1, forward="incremental",
                               patch_size=int(summary["patch_size"]))
         per_copy = incremental_flops(eng, model, 128, int(summary["patch_size"]))
     return per_copy * items["computed"] + clean * summary["images_done"]
@@ -176,7 +176,7 @@ def flops_done(cfg, summary: dict) -> float | None:
 
 def _onnxruntime_side_by_side(cfg, tmp, res, workers, chunk_images) -> dict | str:
     """The same job with ``--onnx_backend=onnxruntime`` on the same faces (ONNX models only)."""
-    from cms_jax.pipeline.backend_probe import is_onnx
+    from cms_jax.scoring.backend_probe import is_onnx
 
     if not is_onnx(cfg.model):
         return f"n/a: {cfg.model} is not an ONNX model"
@@ -196,8 +196,8 @@ def _onnxruntime_side_by_side(cfg, tmp, res, workers, chunk_images) -> dict | st
 
 def _keras_side_by_side(cfg, files, drops, valid, targets, res) -> dict | str:
     """The Keras dense procedure on the job's scored faces; an "n/a: ..." string when it cannot run."""
-    from cms_jax.pipeline.prepare import FacePreparer
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.data.prepare import FacePreparer
+    from cms_jax.scoring.scorer import Scorer
 
     path = keras_reference.keras_file(cfg.model)
     if path is None:

@@ -17,8 +17,8 @@ import tempfile
 import time
 
 from cms_jax import models
-from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.prepare import FacePreparer
+from cms_jax.data.image_list import expand_images
+from cms_jax.data.prepare import FacePreparer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Peak memory of the main job against the number of images (it must stay flat).
 
 Runs ``experiments.cms`` once per count in a fresh process and reads the peak
-resident set size of its main process (``VmHWM``, `cms_jax.pipeline.progress.peak_rss_mb`:
+resident set size of its main process (``VmHWM``, `cms_jax.data.progress.peak_rss_mb`:
 ``ru_maxrss`` would carry the launching process's peak over fork and exec). Worker
 processes are not reported. Prints a table and writes ``bench_memory.json``: the ratio
 of the largest count's peak to the smallest's (target: within 10%).
@@ -26,7 +26,7 @@ try:
 except SystemExit as e:
     if e.code not in (0, None):
         raise
-from cms_jax.pipeline.progress import peak_rss_mb
+from cms_jax.data.progress import peak_rss_mb
 print("RSS_JSON " + json.dumps({"main_mib": peak_rss_mb()}))
 """
 

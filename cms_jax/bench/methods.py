@@ -22,16 +22,16 @@ JAX_METHODS = {"dense_fp32": ("dense", "float32"), "dense_bf16": ("dense", "bflo
 def engine(model, method: str, batch: int, patch_size: int) -> OcclusionEngine:
     """The occlusion engine of one JAX method (one face per call, squares of ``patch_size``)."""
     forward, dtype = JAX_METHODS[method]
-    return OcclusionEngine(model, batch_size=batch, images_per_group=1, forward=forward, dtype=dtype,
+    return OcclusionEngine(model, batch_size=batch, images_per_block=1, forward=forward, dtype=dtype,
                            patch_size=patch_size)
 
 
 def incremental_flops(eng: OcclusionEngine, model, batch: int, patch_size: int) -> float:
     """FLOPs of one occluded copy on the incremental path: XLA cost analysis of a lowered batch."""
     shape = (*model.input_size, model.channels)
-    inc = eng.forward.plan(shape, patch_size)[0]
-    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), eng.forward._params)
-    dtype = eng.forward.dtype
+    inc = eng.strategy.plan(shape, patch_size)[0]
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), eng.strategy._params)
+    dtype = eng.strategy.dtype
     stack = jax.eval_shape(inc.clean, params, jax.ShapeDtypeStruct((1,) + shape, dtype))[1]
     return xla_flops(jax.jit(inc.items).lower(params, stack, jax.ShapeDtypeStruct((batch,), jnp.int32),
                                               jax.ShapeDtypeStruct((batch, 4), jnp.int32),

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from cms_jax import occlusion as occ
-from cms_jax.assets import resolve, resolve_dir
+from cms_jax.assets import resolve, sample_images
 from cms_jax.bench.measure import median_ms
 from cms_jax.bench.onnx_coverage import coverage, jaxort
 from cms_jax.models import onnx_jax
@@ -41,7 +41,7 @@ class OnnxBenchConfig:
 
 def faces(n: int) -> np.ndarray:
     """``n`` CelebA samples as FSA-Net reads them: BGR, 64x64, (x - 127.5) / 128, float32 NHWC."""
-    folder = os.path.join(resolve_dir("celeba_samples"), "images")
+    folder = str(sample_images())
     files = sorted(os.listdir(folder))
     bgr = [cv2.resize(cv2.imread(os.path.join(folder, files[i % len(files)])), (64, 64)) for i in range(n)]
     return ((np.stack(bgr).astype(np.float32) - 127.5) / 128).astype(np.float32)

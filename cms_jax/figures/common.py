@@ -16,7 +16,7 @@ import numpy as np
 
 from cms_jax import viz
 from cms_jax.align.canonical import CanonicalFace
-from cms_jax.pipeline import RunConfig, outputs, run_job
+from cms_jax.pipeline import RunConfig, read_run, run_job
 from cms_jax.projection import square_coverage
 
 
@@ -58,31 +58,24 @@ def short_name(path: str, width: int = 24) -> str:
 
 def smoke_images(n: int = 4) -> str:
     """Comma-separated paths of the first ``n`` CelebA samples of the assets (for --smoke)."""
-    from cms_jax.assets import resolve_dir
+    from cms_jax.assets import sample_images
 
-    d = resolve_dir("celeba_samples") / "images"
+    d = sample_images()
     names = sorted(p for p in os.listdir(d) if p.lower().endswith((".jpg", ".png")))[:n]
     return ",".join(str(d / p) for p in names)
 
 
 def load_run(out_dir: str) -> Run:
-    """Load a finished pipeline run's cms.npy, drops.npz and summary.json."""
-    need = [os.path.join(out_dir, n) for n in ("cms.npy", "drops.npz", "summary.json")]
-    missing = [p for p in need if not os.path.exists(p)]
-    if missing:
-        raise FileNotFoundError(f"{out_dir} is not a finished CMS run: missing {missing}")
-    with open(need[2]) as fh:
-        summary = json.load(fh)
+    """Load a finished pipeline run's cms.npy, drops.npz and summary.json (a folder or an object-store URL)."""
+    out = read_run(out_dir)
+    summary, d = out.summary, out.drops
     cfg = summary["config"]
     canon = CanonicalFace.mediapipe(canvas=cfg["canvas"], subdivision=cfg["subdivision"])
-    with np.load(need[1]) as z:
-        d = {k: z[k] for k in z.files}
     if d["drops"].shape[0] == 0:
         raise ValueError(f"{out_dir}: the run scored no image ({len(summary['images_skipped'])} skipped)")
-    sides = outputs.canonical_sides(d, summary)
-    coverage = square_coverage(canon.vertices, canon.canvas_hw, sides)
-    return Run(out_dir, summary, np.load(need[0]), d["files"], d["drops"], d["valid"].astype(bool),
-               d["targets"], d["clean"], canon, sides, coverage)
+    coverage = square_coverage(canon.vertices, canon.canvas_hw, out.sides)
+    return Run(out_dir, summary, out.cms, d["files"], d["drops"], d["valid"].astype(bool),
+               d["targets"], d["clean"], canon, out.sides, coverage)
 
 
 def run_or_reuse(cfg: RunConfig, out_dir: str, *, workers: int = 2, align_cache: str | None = None,

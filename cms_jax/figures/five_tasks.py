@@ -28,7 +28,7 @@ import numpy as np
 
 from cms_jax.figures import common, task_models, tasks
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 from cms_jax.train import FinetuneConfig, data, finetune, pseudo
 
 TASKS = ("gender", "age_bin", "race", "headpose", "expression")

@@ -13,7 +13,7 @@ import numpy as np
 from cms_jax import viz
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 
 
 def figure(cfg: RunConfig, out_dir: str, *, show: int = 5, cms_dir: str = "", workers: int = 2) -> dict:

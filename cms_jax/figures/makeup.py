@@ -173,7 +173,7 @@ def evaluate(p_clean: np.ndarray, p_eyes: np.ndarray, p_cheeks: np.ndarray, is_m
 
 
 def _man_index(label_from: str, model) -> int:
-    from cms_jax.pipeline.labels import class_indices
+    from cms_jax.scoring.labels import class_indices
 
     index = class_indices(label_from, model)
     if "male" not in index:
@@ -206,8 +206,8 @@ def run(model_names, images: str, out_dir: str, *, max_images: int = 0, label_fr
 
     from cms_jax.figures import common, per_image
     from cms_jax.pipeline import RunConfig
-    from cms_jax.pipeline.inputs import expand_images
-    from cms_jax.pipeline.labels import LabelRule
+    from cms_jax.data.image_list import expand_images
+    from cms_jax.scoring.labels import LabelRule
 
     os.makedirs(out_dir, exist_ok=True)
     files = expand_images(images, max_images)

@@ -11,7 +11,7 @@ import os
 from cms_jax import viz
 from cms_jax.figures import common, per_image
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 
 
 def figure(cfg: RunConfig, out_dir: str, *, show: int = 4, cms_dir: str = "", workers: int = 2) -> dict:

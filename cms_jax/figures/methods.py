@@ -24,7 +24,7 @@ import numpy as np
 from cms_jax import baselines, viz
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 
 # (key, panel title): the paper's columns (b)-(i), then the CIS.
 COLUMNS = (("gradients", "(b) gradients"), ("smoothgrad", "(c) SmoothGrad"),
@@ -79,7 +79,7 @@ def method_maps(fm: per_image.FaceMaps, faces) -> tuple[dict, dict, dict]:
     x = jnp.asarray(model.preprocess(np.stack([f.crop for f in faces])))
     t = jnp.asarray(d["targets"], jnp.int32)
     patch = int(fm.patch)
-    kwargs = {"occlusion": dict(patch=patch, stride=max(1, patch // 2), fill=fm.fill, softmax=fm.softmax)}
+    kwargs = {"occlusion": dict(patch=patch, stride=max(1, patch // 2), fill=fm.fill, mode=fm.mode)}
     for key, _ in COLUMNS[:-1]:
         method = "grid_occlusion" if key == "occlusion" else key
         m, first, per = _timed(lambda: baselines.explain(model, x, method, t, **kwargs.get(key, {})), n)

@@ -79,10 +79,10 @@ def real_inputs(cfg: MetricsConfig, model_name: str, out_dir: str) -> Inputs:
     """
     from cms_jax import models
     from cms_jax.pipeline import RunConfig, default_images, run_job
-    from cms_jax.pipeline.inputs import expand_images
-    from cms_jax.pipeline.labels import LabelRule
-    from cms_jax.pipeline.prepare import FacePreparer
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.data.image_list import expand_images
+    from cms_jax.scoring.labels import LabelRule
+    from cms_jax.data.prepare import FacePreparer
+    from cms_jax.scoring.scorer import Scorer
 
     model = models.load(model_name)
     run_cfg = RunConfig(model=model_name, images=cfg.images or default_images(), max_images=cfg.max_images,

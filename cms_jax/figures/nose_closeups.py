@@ -2,7 +2,7 @@
 
 The pose comes from the head-pose model (FSA-Net, `cms_jax.models.load("headpose")`:
 yaw, pitch, roll in degrees) on the pipeline's aligned crops
-(`cms_jax.pipeline.prepare.FacePreparer`), binned by `cms_jax.train.labels.pose_bin`
+(`cms_jax.data.prepare.FacePreparer`), binned by `cms_jax.train.labels.pose_bin`
 (row = pitch bin, column = yaw bin, so cell i is class i). Each cell shows ``k``
 close-ups around the nose tip, the first faces of the bin in file-name-hash
 order (a stable random pick), cut from a 256-pixel crop of the same box the
@@ -21,12 +21,11 @@ import numpy as np
 from cms_jax import models, viz
 from cms_jax.figures import common, stats
 from cms_jax.figures.nose_pose import closeup, closeup_model, hash_order, nearest_centroid, nose_offset, predict_pose
-from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.prepare import FacePreparer
+from cms_jax.data.image_list import expand_images
+from cms_jax.data.prepare import FacePreparer
 from cms_jax.train.data import is_validation
-from cms_jax.train.labels import pose_bin, pose_bin_names
-
-YAW_EDGES, PITCH_EDGES = (-15.0, 15.0), (-10.0, 10.0)  # pose_bin's defaults, the paper's 3 x 3
+from cms_jax.models.outputs import PITCH_EDGES, YAW_EDGES, pose_bin_names
+from cms_jax.train.labels import pose_bin
 
 
 def measure(model, files: list[str], workers: int, cache: str, chunk: int = 256) -> tuple[dict, list]:

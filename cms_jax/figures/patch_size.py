@@ -12,7 +12,7 @@ import os
 from cms_jax import viz
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 
 
 def figure(cfg: RunConfig, out_dir: str, sizes: list[int]) -> dict:

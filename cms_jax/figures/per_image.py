@@ -2,9 +2,10 @@
 
 `FaceMaps` is what a figure needs of a run's setup, and nothing more: the
 model, the canonical face, the occlusion side, and the maps of single faces.
-Faces are aligned and cropped by the pipeline's `FacePreparer`, placed by its
-`VertexGeometry` and scored by its `DropsBackend` (the one engine), so these
-maps are the very ones a CMS run averages.
+Faces are aligned and cropped by the job's `FacePreparer`, and its parts are
+composed by the job's own `Scorer` (`VertexGeometry` places the vertices, the
+`DropsBackend` scores them with the one engine), so these maps are the very
+ones a CMS run averages.
 """
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cms_jax import models, occlusion
-from cms_jax.align.canonical import CanonicalFace
 from cms_jax.baselines.grid_occlusion import grid_occlusion
-from cms_jax.pipeline.backend import DropsBackend
-from cms_jax.pipeline.geometry import VertexGeometry
-from cms_jax.pipeline.prepare import FacePreparer, Prepared
+from cms_jax.data.prepare import FacePreparer, Prepared
 from cms_jax.projection import canonical_map, reproject, sample_at, splat
+from cms_jax.scoring.scorer import Scorer
 
 
 class FaceMaps:
@@ -32,18 +31,21 @@ class FaceMaps:
     """
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
-        """The setup of ``cfg`` (a `RunConfig`); ``model`` and ``canon`` replace the ones it names."""
-        self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
-        self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
-        self._geometry = VertexGeometry(self.canon, self.model, cfg.visibility)
-        self._backend = DropsBackend(cfg, self.model, devices)
-        self.patch, self.score, self.fill = self._backend.patch, cfg.score, float(cfg.fill)
+        """The setup of ``cfg`` (a `RunConfig`); ``model`` and ``canon`` replace the ones it names.
+
+        An ONNX model is its JAX function here, without the job's runtime probe: grid occlusion
+        and the baselines trace the model.
+        """
+        scorer = Scorer(cfg, model or models.load(cfg.model, onnx_backend=cfg.onnx_backend), canon, devices)
+        self.model, self.canon = scorer.model, scorer.canon
+        self._geometry, self._backend = scorer.geometry, scorer.backend
+        self.patch, self.score, self.fill = scorer.patch, cfg.score, float(cfg.fill)
 
     @property
-    def softmax(self) -> bool:
-        """Whether the confidence is a softmax the model does not apply itself (``score='prob'`` on logits)."""
+    def mode(self) -> str:
+        """How the model's outputs become the run's confidence (`occlusion.score_mode`: softmax, raw, cosine)."""
         m = self.model
-        return self.score == "prob" and not m.outputs_are_probs and m.output == "classes"
+        return occlusion.score_mode(self.score, m.outputs_are_probs, m.output)
 
     def prepare(self, paths: list[str], workers: int = 0,
                 cache_dir: str | None = None) -> tuple[list[Prepared], list[dict]]:
@@ -104,7 +106,7 @@ class FaceMaps:
         x = m.preprocess(face.crop[None])
         t = None if target is None else np.asarray([target], np.int32)
         out = grid_occlusion(m.apply_fn, m.params, x, t, patch=int(self.patch),
-                             stride=int(stride or max(1, self.patch // 2)), fill=self.fill, softmax=self.softmax)
+                             stride=int(stride or max(1, self.patch // 2)), fill=self.fill, mode=self.mode)
         return np.asarray(out[0], np.float32)
 
     def reprojected_cms(self, cms: np.ndarray, xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -121,8 +123,7 @@ class FaceMaps:
         """(B, K) class confidences of uint8 crops, as the occlusion score uses them ('prob' or 'logit')."""
         m = self.model
         raw = m.apply_fn(m.params, jnp.asarray(m.preprocess(crops)))
-        mode = occlusion.score_mode(self.score, m.outputs_are_probs, m.output)
-        return np.asarray(occlusion.confidences(jnp.asarray(raw), mode), np.float64)
+        return np.asarray(occlusion.confidences(jnp.asarray(raw), self.mode), np.float64)
 
 
 def face_rgb(face: Prepared) -> np.ndarray:

@@ -24,7 +24,7 @@ from cms_jax import models, viz
 from cms_jax.accumulate import cms_from_drops
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
-from cms_jax.pipeline.inputs import expand_images
+from cms_jax.data.image_list import expand_images
 
 
 def layer_order(params: dict, apply_fn=None, image_shape=None) -> list[str]:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cms_jax.models.base import FaceModel
+from cms_jax.occlusion import cosine_confidence
 from cms_jax.models.flops import HOST_FLOPS
 
 
@@ -29,9 +30,34 @@ def _bin_probs(v, edges, sigma):
     return hi - lo
 
 
-def _bin_names(label, edges):
+# The paper's bins (Sec. 4.1.1, Supp. S1): the one vocabulary of age and pose classes, used by the
+# binned models here and by fine-tuning's labels (`cms_jax.train.labels`), so both share class indices.
+YAW_EDGES, PITCH_EDGES = (-15.0, 15.0), (-10.0, 10.0)  # inner edges of the 3 x 3 pose grid, degrees
+AGE_WIDTH, AGE_BINS = 10.0, 10                          # 0-9, 10-19, ..., 90+ years
+
+
+def bin_names(label: str, edges: Sequence[float]) -> list[str]:
+    """Names of the bins ``[edge_{i-1}, edge_i)`` of one axis: ``label[a,b)``, open at both ends."""
     e = [-np.inf, *edges, np.inf]
     return [f"{label}[{a:g},{b:g})" for a, b in zip(e[:-1], e[1:])]
+
+
+def age_bin_edges(width: float = AGE_WIDTH, num_bins: int = AGE_BINS) -> list[float]:
+    """Inner edges of ``num_bins`` age bins of ``width`` years, the last open-ended."""
+    return [width * i for i in range(1, num_bins)]
+
+
+def age_bin_names(width: float = AGE_WIDTH, num_bins: int = AGE_BINS) -> tuple[str, ...]:
+    """Class names of the age bins: ``age[0,10)``, ..., ``age[90,inf)``."""
+    edges = age_bin_edges(width, num_bins)
+    return tuple([f"age[{width * i:g},{width * (i + 1):g})" for i in range(num_bins - 1)]
+                 + [f"age[{edges[-1]:g},inf)"])
+
+
+def pose_bin_names(yaw_edges: Sequence[float] = YAW_EDGES,
+                   pitch_edges: Sequence[float] = PITCH_EDGES) -> tuple[str, ...]:
+    """Class names of the 9 pose bins, row-major by pitch then yaw (top-left to bottom-right)."""
+    return tuple(f"{p}/{y}" for p in bin_names("pitch", pitch_edges) for y in bin_names("yaw", yaw_edges))
 
 
 def _wrap(model: FaceModel, transform, params, class_names, *, suffix, output="classes", probs=True):
@@ -57,8 +83,8 @@ def _wrap(model: FaceModel, transform, params, class_names, *, suffix, output="c
                                head_fn=head_fn if inner_head is not None else None, head_logits_fn=None)
 
 
-def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = (-15.0, 15.0),
-              pitch_edges: Sequence[float] = (-10.0, 10.0), sigma: float = 5.0) -> FaceModel:
+def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = YAW_EDGES,
+              pitch_edges: Sequence[float] = PITCH_EDGES, sigma: float = 5.0) -> FaceModel:
     """Head pose (yaw, pitch, roll) -> 9 soft yaw x pitch bins, row-major by pitch then yaw.
 
     Args:
@@ -69,7 +95,7 @@ def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = (-15.0, 15.0),
     Returns:
       A 'classes' model with probabilities over 9 classes (``outputs_are_probs=True``).
     """
-    names = [f"{p}/{y}" for p in _bin_names("pitch", pitch_edges) for y in _bin_names("yaw", yaw_edges)]
+    names = list(pose_bin_names(yaw_edges, pitch_edges))
 
     def transform(p, out):
         py = _bin_probs(out[:, 0], yaw_edges, sigma)
@@ -79,10 +105,10 @@ def pose_bins(model: FaceModel, yaw_edges: Sequence[float] = (-15.0, 15.0),
     return _wrap(model, transform, {"model": model.params}, names, suffix="bins")
 
 
-def age_bins(model: FaceModel, width: float = 10.0, num_bins: int = 10, sigma: float = 3.0) -> FaceModel:
+def age_bins(model: FaceModel, width: float = AGE_WIDTH, num_bins: int = AGE_BINS, sigma: float = 3.0) -> FaceModel:
     """Age regression (output 0, years) -> `num_bins` soft bins of `width` years (the last open-ended)."""
-    edges = [width * i for i in range(1, num_bins)]
-    names = [f"age[{width * i:g},{width * (i + 1):g})" for i in range(num_bins - 1)] + [f"age[{edges[-1]:g},inf)"]
+    edges = age_bin_edges(width, num_bins)
+    names = list(age_bin_names(width, num_bins))
 
     def transform(p, out):
         return _bin_probs(out[:, 0], edges, sigma)
@@ -111,11 +137,8 @@ def cosine_to_reference(model: FaceModel, reference=None) -> FaceModel:
     k = len(model.class_names)
     ref = jnp.ones((k,), jnp.float32) if reference is None else jnp.asarray(reference, jnp.float32).reshape(k)
 
-    def transform(p, out):
-        r = p["reference"]
-        num = out @ r
-        den = jnp.linalg.norm(out, axis=-1) * jnp.linalg.norm(r) + 1e-12
-        return (num / den)[:, None]
+    def transform(p, out):  # the engine's cosine rule, `occlusion.cosine_confidence`
+        return cosine_confidence(out, jnp.broadcast_to(p["reference"], out.shape))[0][:, None]
 
     return _wrap(model, transform, {"model": model.params, "reference": ref}, ["cosine"],
                  suffix="cosine", probs=False)

@@ -117,12 +117,6 @@ def abstract_vgg(config: VGGConfig):
     return graphdef, nnx.to_pure_dict(state)
 
 
-def param_count(config: VGGConfig) -> int:
-    """Exact number of weights, from shapes only (nothing is allocated)."""
-    _, params = abstract_vgg(config)
-    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
-
-
 def init_vgg(config: VGGConfig, seed: int = 0) -> dict:
     """Random pure-dict params: LeCun-normal kernels, small random biases.
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cms_jax.pipeline.config import RunConfig
-from cms_jax.pipeline.failures import FailurePolicy, RunFailed
+from cms_jax.data.failures import FailurePolicy, RunFailed
 
 
 def default_images() -> str:
@@ -44,23 +44,30 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
 
     from cms_jax.pipeline.analysis import analyse
     from cms_jax.pipeline.run import run_cms
-    from cms_jax.pipeline.scoring import Scorer
+    from cms_jax.pipeline.sums import RunSums
+    from cms_jax.scoring.scorer import Scorer
 
     if not cfg.images:
         cfg = dataclasses.replace(cfg, images=default_images())
     init_distributed(num_processes, process_id, coordinator)
-    cfg.validate()
-    scorer = Scorer(cfg)
-    summary = run_cms(cfg, out_dir, scorer=scorer, resume=resume, workers=workers,
+    scorer = Scorer(cfg)  # validates cfg
+    sums = RunSums(cfg, scorer.canon)  # the job's: combined over the processes at the end
+    summary = run_cms(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers,
                       checkpoint_every_s=checkpoint_every_s, policy=policy, **kw)
     if "stopped_at" in summary:
         return summary
     if jax.process_index() != 0:
         return None
     analyse(out_dir, scorer.canon, None, summary, grouping=cfg.groups,  # coverage at drops.npz's sides
-            group_maps=scorer.sums.group_maps() if cfg.groups else None,
+            group_maps=sums.group_maps() if cfg.groups else None,
             align_cache=kw.get("align_cache"))
     return summary
 
 
-__all__ = ["RunConfig", "RunFailed", "FailurePolicy", "run_job", "default_images", "init_distributed"]
+def read_run(out_dir, summary: dict | None = None):
+    """A finished run's summary.json, cms.npy and drops.npz, through `storage` (`reader.read_run`)."""
+    from cms_jax.pipeline.reader import read_run as read
+    return read(out_dir, summary)
+
+
+__all__ = ["RunConfig", "RunFailed", "FailurePolicy", "run_job", "read_run", "default_images", "init_distributed"]

@@ -21,11 +21,12 @@ import numpy as np
 from cms_jax import groups as grp
 from cms_jax import regions, storage
 from cms_jax.accumulate import cms_from_drops
-from cms_jax.pipeline import outputs
+from cms_jax.pipeline import writers
+from cms_jax.pipeline.reader import landmark_cache, read_run
+from cms_jax.pipeline.report import write_report
 from cms_jax.pipeline.top_faces import top_faces
 from cms_jax.projection import square_coverage
 from cms_jax.render import colours, panel, smooth
-from cms_jax.report import write_report
 
 REPORT_PANEL = 360  # px: width of a group or difference panel in the report (three to a row)
 
@@ -99,12 +100,12 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
       top_k: faces shown per region.
     """
     out = storage.path(out_dir)
-    cms = storage.load_npy(out / "cms.npy")
+    run = read_run(out_dir, summary)
+    cms, z, sides = run.cms, run.drops, run.sides
     unit = colours.score_unit(summary)
     masks = regions.region_masks(canon.vertices[:468], canon.canvas_hw)
     edges = panel.label_edges(masks)
-    z = storage.load_npz(out / "drops.npz")
-    files, drops, valid, sides = z["files"], z["drops"], z["valid"], outputs.canonical_sides(z, summary)
+    files, drops, valid = z["files"], z["drops"], z["valid"]
     if coverage is None:
         coverage = square_coverage(canon.vertices, canon.canvas_hw, sides)
     reduce = summary.get("reduce", "mean")
@@ -113,7 +114,7 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
     values, seen = smooth.vertex_values(drops, valid, reduce)
     sm, sm_mask = smooth.smooth_map(values, canon.vertices, canon.triangles, canon.canvas_hw, canon.depth, seen)
     smooth_png = panel.map_panel(canon.image, sm, sm_mask, colours.fit(sm, sm_mask, unit=unit), edges=edges)
-    outputs.save_png(out / "cms_smooth.png", smooth_png)
+    writers.save_png(out / "cms_smooth.png", smooth_png)
     group_png, diff_png, notes, tests, significant = {}, {}, [], {}, {}
     if grouping:
         lab = np.asarray([g or "" for g in grp.parse_grouping(grouping, files)])
@@ -129,7 +130,7 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
         for g, m in per.items():
             maps[g] = m
             body = panel.map_panel(canon.image, m, coverage, shared, edges=edges, legend=False)
-            outputs.save_png(out / f"cms_group_{g}.png", panel.with_legend(body, shared))
+            writers.save_png(out / f"cms_group_{g}.png", panel.with_legend(body, shared))
             group_png[g] = panel.with_legend(body, shared, width=REPORT_PANEL)
             storage.save_npy(out / f"cms_group_{g}.npy", m.astype(np.float32))
         diff_png, tests, significant = _group_differences(
@@ -141,7 +142,7 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
     table, md = regions.shares_table(maps, masks, coverage)
     storage.write_json(out / "regions.json", {"regions": table, "group_tests": tests})
     storage.write_text(out / "regions.md", md)
-    cache = align_cache or (str(out / "align_cache") if storage.is_local(out_dir) else None)
+    cache = landmark_cache(out_dir, align_cache)
     try:
         faces, face_notes = top_faces(files, drops, valid, canon, masks, summary, k=top_k, cache_dir=cache)
     except Exception as e:  # the example faces are an illustration: never lose the report to them

@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from cms_jax.pipeline import collective, outputs
-from cms_jax.pipeline.failures import RunFailed, reason_counts
+from cms_jax.data.failures import RunFailed, reason_counts
+from cms_jax.pipeline import collective, writers
+from cms_jax.scoring.backend import Fidelity
 from cms_jax.work_items import ItemCounts
 
 
@@ -37,18 +38,20 @@ def _sum_stages(dicts: list[dict]) -> dict:
     return total
 
 
-def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, policy, timer, local: dict) -> dict:
+def combine(record, sums, out_dir, *, all_files: list[str], error: str | None, policy, timer, local: dict) -> dict:
     """All-gather the processes' results; process 0 writes them; apply the failure rules.
 
     Args:
-      cfg, scorer: the run's config and scorer (its ``sums`` become the combined sums).
+      record: the run's `RunRecord` (config, canonical face, model and backend facts).
+      sums: the run's `RunSums`; they become the combined sums (every process's, in process order).
       out_dir: the run's output folder (written by process 0 only).
       all_files: the run's full, sorted image list (the global order).
       error: this process's systematic failure, or None.
       policy: the `FailurePolicy` (its final rules are applied to the combined counts).
       timer: this process's `StageTimer` (``gather`` and ``write`` are added to it).
       local: this process's ``parts`` (its shard files), ``skipped``, ``seconds``, ``files``,
-        ``host_seconds`` and ``throughput`` rows.
+        ``host_seconds``, ``throughput`` rows, ``fidelity`` (`Fidelity.as_dict`) and ``work_items``
+        (`ItemCounts.as_dict`).
 
     Returns:
       The run's summary (on every process).
@@ -60,27 +63,21 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
         failures = collective.barrier_with_status(error)
         if failures:
             raise RunFailed("\n".join(failures))
-        mine = {**{f"state/{k}": np.asarray(v) for k, v in scorer.sums.state.items()},
-                **{f"drops/{k}": v for k, v in outputs.read_parts(local["parts"]).items()}}
+        mine = {**{f"state/{k}": np.asarray(v) for k, v in sums.state.items()},
+                **{f"drops/{k}": v for k, v in writers.read_parts(local["parts"]).items()}}
         arrays = collective.gather_arrays(mine)
         metas = collective.gather_json({k: local[k] for k in ("skipped", "seconds", "files", "host_seconds",
-                                                              "throughput")}
-                                       | {"stage_seconds": timer.as_dict(),
-                                          "bf16_fidelity": scorer.backend.bf16_fidelity,
-                                          "approx_fidelity": scorer.backend.approx_fidelity,
-                                          "work_items": scorer.backend.engine.item_counts.as_dict()})
+                                                              "throughput", "fidelity", "work_items")}
+                                       | {"stage_seconds": timer.as_dict()})
     # In process order: the same additions as one process, in float64.
-    scorer.sums.merge_from([{k[6:]: v for k, v in a.items() if k.startswith("state/")} for a in arrays])
+    sums.merge_from([{k[6:]: v for k, v in a.items() if k.startswith("state/")} for a in arrays])
     scored = [a for a in arrays if a["drops/files"].size] or arrays[:1]
-    drops = {k: np.concatenate([a[f"drops/{k}"] for a in scored]) for k in outputs.DROP_KEYS}
+    drops = {k: np.concatenate([a[f"drops/{k}"] for a in scored]) for k in writers.DROP_KEYS}
     order = {f: i for i, f in enumerate(all_files)}
     skipped = sorted((s for m in metas for s in m["skipped"]), key=lambda s: order.get(s["file"], -1))
-    fidelity = next((m["bf16_fidelity"] for m in metas if m["bf16_fidelity"] is not None), None)
-    scorer.backend.bf16_fidelity = fidelity if fidelity is not None else scorer.backend.bf16_fidelity
-    approx = next((m["approx_fidelity"] for m in metas if m["approx_fidelity"] is not None), None)
-    scorer.backend.approx_fidelity = approx if approx is not None else scorer.backend.approx_fidelity
-    summary = outputs.summary(cfg, scorer, total=len(all_files), skipped=skipped,
-                              seconds=max(m["seconds"] for m in metas), sides=drops["canonical_side"])
+    summary = writers.summary(record, Fidelity.first_of([m["fidelity"] for m in metas]), images_done=sums.count,
+                              total=len(all_files), skipped=skipped, seconds=max(m["seconds"] for m in metas),
+                              sides=drops["canonical_side"])
     summary["skipped_reasons"] = reason_counts(skipped)
     summary["processes"] = len(metas)
     summary["per_process"] = [{"images_total": m["files"], "seconds": round(m["seconds"], 3),
@@ -89,12 +86,12 @@ def combine(cfg, scorer, out_dir, *, all_files: list[str], error: str | None, po
     summary["work_items"] = _sum_items([m["work_items"] for m in metas])
     if pi == 0:
         t = time.perf_counter()
-        if scorer.sums.count:
-            outputs.write_final(out_dir, scorer, drops, summary)
+        if sums.count:
+            writers.write_final(out_dir, sums.cms(), record.canon, drops, summary)
         summary["stage_seconds"] = _sum_stages([m["stage_seconds"] for m in metas[1:]] + [timer.as_dict()])
         summary["stage_seconds"]["write"] = round(summary["stage_seconds"].get("write", 0.0)
                                                   + time.perf_counter() - t, 4)
-        outputs.write_summary(out_dir, summary)
-    policy.final(total=len(all_files), done=scorer.sums.count, skipped=len(skipped),
+        writers.write_summary(out_dir, summary)
+    policy.final(total=len(all_files), done=sums.count, skipped=len(skipped),
                  reasons=summary["skipped_reasons"])
     return summary

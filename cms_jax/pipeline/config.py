@@ -12,6 +12,13 @@ import hashlib
 import json
 
 
+
+def _either(words) -> str:
+    """``'a', 'b' or 'c'``: a vocabulary in an error message."""
+    q = [repr(w) for w in words]
+    return ", ".join(q[:-1]) + " or " + q[-1]
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's result (Algorithm 1 inputs and Eq. 6 reduction).
@@ -41,10 +48,12 @@ class RunConfig:
         per-group CMS sums are accumulated with the run's (and reduced across processes).
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
-        'auto' (the main job's default): incremental where the model allows, else dense.
+        'auto': incremental where the model allows, else dense, the default of ``experiments/cms.py``
+        (its ``--incremental`` left unset) and of the figure scripts; ``RunConfig``'s own default is
+        False (dense), which the library call and the tests comparing the two forwards rely on.
       onnx_backend: 'jax' (ONNX graphs converted to JAX, on the device) or 'onnxruntime' (host
         black box); the same numbers within float rounding. 'auto': the faster of the two by a
-        short timed probe at the start (`pipeline.backend_probe`, recorded in summary.json).
+        short timed probe at the start (`scoring.backend_probe`, recorded in summary.json).
       dtype: 'float32' or 'bfloat16' weights and inputs (confidences in float32); bfloat16
         changes the numbers, so it is part of the fingerprint.
       approx_tau: 1.0 (exact) or in (0, 1): approximate incremental inference (Krypton's
@@ -76,17 +85,20 @@ class RunConfig:
     _NOT_IN_FINGERPRINT = ("batch_size", "incremental", "onnx_backend")
 
     def validate(self) -> None:
-        if self.score not in ("prob", "logit"):
-            raise ValueError(f"score must be 'prob' or 'logit', got {self.score!r}")
-        if self.reduce not in ("mean", "sum", "covered"):
-            raise ValueError(f"reduce must be 'mean', 'sum' or 'covered', got {self.reduce!r}")
+        from cms_jax.accumulate import REDUCES
+        from cms_jax.forward import DTYPES
+        from cms_jax.occlusion import SCORES
+        if self.score not in SCORES:
+            raise ValueError(f"score must be {_either(SCORES)}, got {self.score!r}")
+        if self.reduce not in REDUCES:
+            raise ValueError(f"reduce must be {_either(REDUCES)}, got {self.reduce!r}")
         if self.patch_size < 0 or self.canvas < 16 or self.subdivision < 0 or self.max_images < 0:
             raise ValueError(f"bad sizes in {self}")
         if self.batch_size < 0:
             raise ValueError(f"batch_size must be >= 0 (0: chosen for the forward and devices), got "
                              f"{self.batch_size}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be {_either(DTYPES)}, got {self.dtype!r}")
         if self.onnx_backend not in ("auto", "jax", "onnxruntime"):
             raise ValueError(f"onnx_backend must be 'auto', 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
         if not 0.0 < self.approx_tau <= 1.0:

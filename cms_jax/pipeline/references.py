@@ -38,7 +38,7 @@ def identity_references(spec: str, scorer, files: list[str], *, workers: int = 2
       scorer: the run's `Scorer` (its model and drops backend).
       files: the run's image list (all processes: every process needs every identity's mean).
     """
-    from cms_jax.pipeline.prepare import FacePreparer
+    from cms_jax.data.prepare import FacePreparer
 
     kind, _, path = spec.partition(":")
     if kind != "csv":

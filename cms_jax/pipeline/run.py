@@ -11,24 +11,33 @@ Memory does not grow with the number of images. A bad image is recorded with
 its reason and the run goes on; a systematic failure stops it loudly
 (`failures.FailurePolicy`). At the end the processes combine their shards
 with collectives (`combine.py`); no process reads another's files.
+
+The job owns its state: `run_cms` opens a run (`open_run`: this process's
+share, the `Scorer`, the sums, the target rule, a restored checkpoint), scores
+its share chunk by chunk (`score_share`, checkpointing with `save_checkpoint`)
+and finishes it (`finish`: the all-gather and the writers, handed values).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import traceback
 
 from cms_jax import storage
-from cms_jax.pipeline import outputs
+from cms_jax.data.failures import FailurePolicy, RunFailed, reason_counts
+from cms_jax.data.image_list import expand_images
+from cms_jax.data.prepare import FacePreparer, process_range
+from cms_jax.data.progress import Progress, StageTimer, ThroughputLog
+from cms_jax.pipeline import writers
 from cms_jax.pipeline.checkpoint import RunCheckpoint
 from cms_jax.pipeline.config import RunConfig
-from cms_jax.pipeline.failures import FailurePolicy, RunFailed, reason_counts
-from cms_jax.pipeline.inputs import expand_images
-from cms_jax.pipeline.labels import LabelRule
-from cms_jax.pipeline.prepare import FacePreparer, process_range
-from cms_jax.pipeline.progress import Progress, StageTimer, ThroughputLog
+from cms_jax.pipeline.reader import landmark_cache
+from cms_jax.pipeline.record import RunRecord
 from cms_jax.pipeline.references import identity_references
-from cms_jax.pipeline.scoring import Scorer
+from cms_jax.pipeline.sums import RunSums
+from cms_jax.scoring.labels import LabelRule
+from cms_jax.scoring.scorer import Scorer
 
 
 def _files_digest(files: list[str]) -> str:
@@ -55,15 +64,210 @@ def work_dir_for(out_dir, process_index: int, process_count: int):
     return out if process_count == 1 else out / f"process_{process_index:03d}"
 
 
-def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resume: bool = False, workers: int = 2,
-            chunk_images: int = 16, checkpoint_every_s: float = 30.0, show_progress: bool = True,
-            align_cache: str | None = None, stop_after: int = 0, policy: FailurePolicy | None = None) -> dict:
+@dataclasses.dataclass
+class OpenRun:
+    """One process's run, opened: its share of the images, its parts, and what is done so far.
+
+    Attributes:
+      cfg, scorer, sums, rule: the config, the `Scorer`, the `RunSums` (Eq. 6) and the `LabelRule`.
+      all_files: the run's full sorted image list; ``lo``, ``hi``: this process's share of it.
+      work: this process's folder; ``parts_dir`` its drop shards; ``ckpt`` its `RunCheckpoint`.
+      cache: the landmark cache folder (None: none); ``shard``: ``[lo, hi, process count]``.
+      done: images of the share read (scored or skipped); ``parts``: committed shard names;
+      skipped: images skipped with reasons; ``seconds_before``: wall seconds of earlier runs;
+      input_state: the loader's saved iterator state (None: from the start); ``rows``: throughput rows.
+    """
+    cfg: RunConfig
+    scorer: Scorer
+    sums: RunSums
+    rule: LabelRule
+    all_files: list[str]
+    lo: int
+    hi: int
+    work: object
+    parts_dir: object
+    ckpt: RunCheckpoint
+    cache: str | None
+    shard: list[int]
+    done: int = 0
+    parts: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+    seconds_before: float = 0.0
+    input_state: bytes | None = None
+    rows: list = dataclasses.field(default_factory=list)
+    t_start: float = dataclasses.field(default_factory=time.monotonic)  # when this run began
+
+    @property
+    def files(self) -> list[str]:
+        """This process's share of the images."""
+        return self.all_files[self.lo:self.hi]
+
+    def seconds(self) -> float:
+        """Wall seconds of this run so far, earlier runs of it included."""
+        return self.seconds_before + time.monotonic() - self.t_start
+
+    def meta(self, source, log) -> dict:
+        """The checkpoint's JSON: what a resume needs besides the sums."""
+        backend = self.scorer.backend
+        return {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(), "parts": self.parts,
+                "skipped": self.skipped, "seconds": self.seconds(), "done": self.done,
+                "files_total": len(self.all_files), "files_digest": _files_digest(self.all_files),
+                "shard": self.shard, "input_state": source.get_state().decode(), "throughput": log.rows,
+                **backend.fidelity.as_dict(), "work_items": backend.engine.item_counts.as_dict()}
+
+
+def open_run(cfg: RunConfig, out_dir, *, scorer: Scorer | None = None, sums: RunSums | None = None,
+             resume: bool = False, workers: int = 2, align_cache: str | None = None) -> OpenRun:
+    """This process's share, folders, scoring, sums and target rule, and the checkpoint restored.
+
+    The target rule is checked against the model before any image is read; with ``--reference``
+    the identities' mean embeddings are computed first (`references`). A checkpoint is refused
+    unless ``resume``, and when the flags, the image list or the process count changed.
+    """
+    import jax
+
+    t_start = time.monotonic()  # the run's seconds include building the scorer and the references
+    scorer = scorer or Scorer(cfg)  # validates cfg
+    pi, pc = jax.process_index(), jax.process_count()
+    all_files = expand_images(cfg.images, cfg.max_images)
+    lo, hi = process_range(len(all_files))
+    work = work_dir_for(out_dir, pi, pc)
+    parts_dir = work / "drops_parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    cache = landmark_cache(out_dir, align_cache)
+    refs = {} if cfg.reference else None  # filled below; the rule reads it per image
+    rule = LabelRule(cfg.label_from, scorer.model, target=cfg.target, references=refs)  # a misfit fails here
+    if cfg.reference:
+        refs.update(identity_references(cfg.reference, scorer, all_files, workers=workers, cache_dir=cache))
+    run = OpenRun(cfg, scorer, sums or RunSums(cfg, scorer.canon), rule, all_files, lo, hi, work, parts_dir,
+                  RunCheckpoint(work / "checkpoints"), cache, [lo, hi, pc], t_start=t_start)
+    _restore(run, resume)
+    # Shards written after the last checkpoint belong to work that will be redone.
+    for stale in {p.name for p in parts_dir.glob("*.npz")} - set(run.parts):
+        (parts_dir / stale).unlink()
+    return run
+
+
+def _restore(run: OpenRun, resume: bool) -> None:
+    """Continue from this process's latest checkpoint, if any (refused when it does not fit)."""
+    restored = run.ckpt.restore(run.sums.checkpoint(0)) if run.ckpt.latest_step() is not None else None
+    if restored is None:
+        return
+    state, meta = restored
+    problem, cfg = None, run.cfg
+    if not resume:
+        problem = FileExistsError(f"{run.work} already holds a run checkpoint; pass --resume to "
+                                  "continue it, or choose another --out_dir")
+    elif cfg.differences(meta["config"]):
+        problem = ValueError("cannot resume: these flags differ from the checkpoint's: "
+                             + "; ".join(cfg.differences(meta["config"])))
+    elif meta["files_digest"] != _files_digest(run.all_files) or meta.get("shard") != run.shard:
+        problem = ValueError(f"cannot resume: the image list or the number of processes changed since the "
+                             f"checkpoint ({meta['files_total']} files then, {len(run.all_files)} now)")
+    if problem:
+        run.ckpt.close()
+        raise problem
+    run.sums.restore(state)
+    run.done, run.parts, run.skipped = int(meta["done"]), list(meta["parts"]), list(meta["skipped"])
+    run.seconds_before, run.rows = float(meta["seconds"]), list(meta.get("throughput", []))
+    run.input_state = meta["input_state"].encode()
+    backend = run.scorer.backend
+    backend.fidelity.update(meta)  # measured before the stop
+    if meta.get("work_items"):  # copies scored before the stop
+        backend.engine.item_counts.add_counts(meta["work_items"])
+
+
+def save_checkpoint(run: OpenRun, source, log) -> None:
+    """The sums, the loader's position and what is done, saved together (Orbax, atomic)."""
+    run.ckpt.save(run.done, run.sums.checkpoint(run.done), run.meta(source, log))
+
+
+def _score_chunk(run: OpenRun, chunk, timer, host) -> list:
+    """Label, score, accumulate (Eq. 6) and write one chunk; returns its failures' signatures."""
+    errors, good, labels = [], [], []
+    for r in chunk:
+        for stage, sec in r.seconds.items():
+            host.add(stage, sec)
+        label, why = (None, r.reason) if r.reason is not None else run.rule(r.path)
+        if why is not None:
+            run.skipped.append({"file": r.path, "reason": why})
+            if r.error is not None:
+                errors.append(r.error)
+        else:
+            good.append(r)
+            labels.append(label)
+    if good:
+        with timer("score"):
+            result, failed = run.scorer.score(good, labels)
+        for f in failed:
+            if "error" in f:
+                errors.append(f.pop("error"))
+        run.skipped.extend(failed)
+        if result is not None:
+            with timer("accumulate"):
+                run.sums.add(result)
+            name = f"part-{run.lo + run.done:09d}.npz"
+            with timer("write"):
+                writers.write_part(run.parts_dir / name, result)
+            run.parts.append(name)
+    return errors
+
+
+def score_share(run: OpenRun, source, *, policy: FailurePolicy, timer, host, log, progress, chunk_images: int,
+                checkpoint_every_s: float, stop_after: int, label: str) -> bool:
+    """Score this process's share from ``source`` (the loader), checkpointing on the way.
+
+    Returns:
+      True when stopped after ``stop_after`` images (a checkpoint is saved first), else False.
+
+    Raises:
+      RunFailed: the same failure in ``policy``'s chunks in a row.
+    """
+    n, last_ckpt = len(run.files), time.monotonic()
+    for chunk in _chunks(timer.iterate(source, "prepare_wait"), chunk_images):
+        errors = _score_chunk(run, chunk, timer, host)
+        run.done += len(chunk)
+        log.update(run.done)
+        if progress:
+            progress.update(len(chunk), note=f"skipped {len(run.skipped)}")
+        policy.chunk(errors, f"{label}: {run.done} of {n} images read, {run.sums.count} scored, "
+                             f"{len(run.skipped)} skipped ({reason_counts(run.skipped)})")
+        if time.monotonic() - last_ckpt >= checkpoint_every_s or run.done == n:
+            with timer("checkpoint"):
+                save_checkpoint(run, source, log)
+            last_ckpt = time.monotonic()
+        if stop_after and run.done >= stop_after and run.done < n:
+            save_checkpoint(run, source, log)
+            return True
+    if run.ckpt.latest_step() is None:  # empty shard: still leave a checkpoint
+        save_checkpoint(run, source, log)
+    return False
+
+
+def finish(run: OpenRun, out_dir, *, error: str | None, policy: FailurePolicy, timer, host, log) -> dict:
+    """Every process's results combined (`combine`), written by process 0; the final failure rules."""
+    from cms_jax.pipeline.combine import combine
+
+    backend = run.scorer.backend
+    return combine(RunRecord.of(run.cfg, run.scorer), run.sums, out_dir, all_files=run.all_files, error=error,
+                   policy=policy, timer=timer,
+                   local={"parts": [str(run.parts_dir / p) for p in run.parts], "skipped": run.skipped,
+                          "seconds": run.seconds(), "files": len(run.files), "host_seconds": host.as_dict(),
+                          "throughput": log.rows, "fidelity": backend.fidelity.as_dict(),
+                          "work_items": backend.engine.item_counts.as_dict()})
+
+
+def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, sums: RunSums | None = None,
+            resume: bool = False, workers: int = 2, chunk_images: int = 16, checkpoint_every_s: float = 30.0,
+            show_progress: bool = True, align_cache: str | None = None, stop_after: int = 0,
+            policy: FailurePolicy | None = None) -> dict:
     """Compute the CMS of ``cfg.model`` over ``cfg.images`` into ``out_dir`` (this process's share).
 
     Args:
       cfg: what to compute (see `RunConfig`).
       out_dir: where outputs and checkpoints go (a folder or an object-store URL).
       scorer: the run's `Scorer` (model, canonical face, engine); built from ``cfg`` when None.
+      sums: the run's `RunSums` (Eq. 6), combined over processes at the end; new when None.
       resume: continue from the checkpoint in this process's folder (refused when flags differ).
       workers: Grain worker processes for decoding and MediaPipe alignment (0: in this process).
       chunk_images: images scored together (their work items share device batches).
@@ -86,118 +290,21 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
     """
     import jax
 
-    from cms_jax.pipeline.combine import combine
-
-    cfg.validate()
-    t_start = time.monotonic()
+    run = open_run(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers, align_cache=align_cache)
     pi, pc = jax.process_index(), jax.process_count()
-    all_files = expand_images(cfg.images, cfg.max_images)
-    lo, hi = process_range(len(all_files))
-    files = all_files[lo:hi]
-    work = work_dir_for(out_dir, pi, pc)
-    parts_dir = work / "drops_parts"
-    parts_dir.mkdir(parents=True, exist_ok=True)
-
-    scorer = scorer or Scorer(cfg)
-    cache = align_cache or (str(storage.path(out_dir) / "align_cache") if storage.is_local(out_dir) else None)
-    # Checked before any image is read: a rule that does not fit the model fails here.
-    LabelRule(cfg.label_from, scorer.model, target=cfg.target, references={} if cfg.reference else None)
-    refs = (identity_references(cfg.reference, scorer, all_files, workers=workers, cache_dir=cache)
-            if cfg.reference else None)
-    rule = LabelRule(cfg.label_from, scorer.model, target=cfg.target, references=refs)
     policy = policy or FailurePolicy()
-    ckpt = RunCheckpoint(work / "checkpoints")
-    done, parts, skipped, seconds_before, input_state, rows = 0, [], [], 0.0, None, []
-    restored = ckpt.restore(scorer.sums.checkpoint(0)) if ckpt.latest_step() is not None else None
-    if restored is not None:
-        state, meta = restored
-        problem = None
-        if not resume:
-            problem = FileExistsError(f"{work} already holds a run checkpoint; pass --resume to "
-                                      "continue it, or choose another --out_dir")
-        elif cfg.differences(meta["config"]):
-            problem = ValueError("cannot resume: these flags differ from the checkpoint's: "
-                                 + "; ".join(cfg.differences(meta["config"])))
-        elif meta["files_digest"] != _files_digest(all_files) or meta.get("shard") != [lo, hi, pc]:
-            problem = ValueError(f"cannot resume: the image list or the number of processes changed since the "
-                                 f"checkpoint ({meta['files_total']} files then, {len(all_files)} now)")
-        if problem:
-            ckpt.close()
-            raise problem
-        scorer.sums.restore(state)
-        done, parts, skipped = int(meta["done"]), list(meta["parts"]), list(meta["skipped"])
-        seconds_before, rows = float(meta["seconds"]), list(meta.get("throughput", []))
-        input_state = meta["input_state"].encode()
-        backend = scorer.backend  # its bf16 fidelity was measured before the stop
-        backend.bf16_fidelity = meta.get("bf16_fidelity", backend.bf16_fidelity)
-        backend.approx_fidelity = meta.get("approx_fidelity", backend.approx_fidelity)
-        counts = meta.get("work_items")
-        if counts:  # copies scored before the stop
-            backend.engine.item_counts.add_counts(counts)
-    # Shards written after the last checkpoint belong to work that will be redone.
-    for stale in {p.name for p in parts_dir.glob("*.npz")} - set(parts):
-        (parts_dir / stale).unlink()
-
     timer, host = StageTimer(), StageTimer()
-    log = ThroughputLog(rows, done=done, seconds_before=seconds_before)
-    progress = Progress(len(files), done=done, label=f"cms p{pi}") if show_progress else None
+    log = ThroughputLog(run.rows, done=run.done, seconds_before=run.seconds_before)
+    progress = Progress(len(run.files), done=run.done, label=f"cms p{pi}") if show_progress else None
     with timer("pool"):
-        preparer = FacePreparer(scorer.model, workers=workers, cache_dir=cache)
-        source = preparer.loader(files, state=input_state)
-
-    def meta_now() -> dict:
-        return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parts": parts,
-                "skipped": skipped, "seconds": seconds_before + time.monotonic() - t_start, "done": done,
-                "files_total": len(all_files), "files_digest": _files_digest(all_files), "shard": [lo, hi, pc],
-                "input_state": source.get_state().decode(), "throughput": log.rows,
-                "bf16_fidelity": scorer.backend.bf16_fidelity,
-                "approx_fidelity": scorer.backend.approx_fidelity,
-                "work_items": scorer.backend.engine.item_counts.as_dict()}
-
-    error, last_ckpt = None, time.monotonic()
+        preparer = FacePreparer(run.scorer.model, workers=workers, cache_dir=run.cache)
+        source = preparer.loader(run.files, state=run.input_state)
+    error = None
     try:
-        for chunk in _chunks(timer.iterate(source, "prepare_wait"), chunk_images):
-            errors, good, labels = [], [], []
-            for r in chunk:
-                for stage, sec in r.seconds.items():
-                    host.add(stage, sec)
-                label, why = (None, r.reason) if r.reason is not None else rule(r.path)
-                if why is not None:
-                    skipped.append({"file": r.path, "reason": why})
-                    if r.error is not None:
-                        errors.append(r.error)
-                else:
-                    good.append(r)
-                    labels.append(label)
-            if good:
-                with timer("score"):
-                    result, failed = scorer.score(good, labels)
-                for f in failed:
-                    if "error" in f:
-                        errors.append(f.pop("error"))
-                skipped.extend(failed)
-                if result is not None:
-                    with timer("accumulate"):
-                        scorer.sums.add(result)
-                    name = f"part-{lo + done:09d}.npz"
-                    with timer("write"):
-                        outputs.write_part(parts_dir / name, result)
-                    parts.append(name)
-            done += len(chunk)
-            log.update(done)
-            if progress:
-                progress.update(len(chunk), note=f"skipped {len(skipped)}")
-            policy.chunk(errors, f"process {pi}: {done} of {len(files)} images read, {scorer.sums.count} scored, "
-                                 f"{len(skipped)} skipped ({reason_counts(skipped)})")
-            if time.monotonic() - last_ckpt >= checkpoint_every_s or done == len(files):
-                with timer("checkpoint"):
-                    ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
-                last_ckpt = time.monotonic()
-            if stop_after and done >= stop_after and done < len(files):
-                ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
-                return {"stopped_at": done}
-        if ckpt.latest_step() is None:  # empty shard: still leave a checkpoint
-            ckpt.save(done, scorer.sums.checkpoint(done), meta_now())
+        if score_share(run, source, policy=policy, timer=timer, host=host, log=log, progress=progress,
+                       chunk_images=chunk_images, checkpoint_every_s=checkpoint_every_s, stop_after=stop_after,
+                       label=f"process {pi}"):
+            return {"stopped_at": run.done}
     except RunFailed as e:
         error = f"process {pi}: {e}"
     except Exception:  # anything else: the other processes must still hear of it
@@ -208,8 +315,5 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, resum
         with timer("pool"):
             preparer.close()
         with timer("checkpoint"):
-            ckpt.close()  # waits for a pending save
-    return combine(cfg, scorer, out_dir, all_files=all_files, error=error, policy=policy, timer=timer,
-                   local={"parts": [str(parts_dir / p) for p in parts], "skipped": skipped,
-                          "seconds": seconds_before + time.monotonic() - t_start, "files": len(files),
-                          "host_seconds": host.as_dict(), "throughput": log.rows})
+            run.ckpt.close()  # waits for a pending save
+    return finish(run, out_dir, error=error, policy=policy, timer=timer, host=host, log=log)

@@ -1,7 +1,7 @@
 """Face images -> model inputs for fine-tuning, with a stable split and a seeded order.
 
 Two ways in: ``align`` crops each face with the project's pipeline pieces
-(`cms_jax.pipeline.prepare.FacePreparer`: MediaPipe landmarks, cached on disk,
+(`cms_jax.data.prepare.FacePreparer`: MediaPipe landmarks, cached on disk,
 then the model's crop policy and margin), so a model fine-tuned here sees the
 same crops the CMS job will show it (the paper's Eq. 1 input ``I``); ``resize``
 only resizes, for faces that are already cropped (UTKFace chips, tests).
@@ -92,7 +92,7 @@ def load_faces(files: Sequence[str], labels: np.ndarray, input_hw: tuple[int, in
             raise ValueError("load_faces(mode='align') needs the model (its crop policy and margin)")
         import dataclasses as dc
 
-        from cms_jax.pipeline.prepare import FacePreparer
+        from cms_jax.data.prepare import FacePreparer
 
         prep = FacePreparer(dc.replace(model, input_size=(h, w)), workers=workers, cache_dir=cache_dir)
         try:

@@ -25,7 +25,7 @@ from cms_jax.train import backbone, data, labels, trainer
 class FinetuneConfig:
     """A fine-tuning run (the flags of ``experiments/finetune.py``)."""
 
-    images: str                      # folder, glob, .txt list (cms_jax.pipeline.inputs.expand_images)
+    images: str                      # folder, glob, .txt list (cms_jax.data.image_list.expand_images)
     labels: str = "utkface:gender"   # utkface:gender|age_bin|race, celeba:PATH:ATTRIBUTE, csv:PATH
     backbone: str = "vgg_face"       # vgg_face | tiny | scratch
     weights: str = ""                # converted VGG-Face directory (backbone vgg_face)
@@ -57,7 +57,7 @@ class FinetuneConfig:
 
 
 def _faces(cfg: FinetuneConfig, bb: backbone.Backbone, workers: int, cache_dir: str):
-    from cms_jax.pipeline.inputs import expand_images
+    from cms_jax.data.image_list import expand_images
 
     files, y, names = labels.load_labels(cfg.labels, expand_images(cfg.images))
     if cfg.max_images:
@@ -88,7 +88,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str, *, resume: bool = False, workers
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     # Class count first (it sizes fc8): read the labels of the images alone, cheaply.
-    from cms_jax.pipeline.inputs import expand_images
+    from cms_jax.data.image_list import expand_images
 
     _, _, names = labels.load_labels(cfg.labels, expand_images(cfg.images))
     bb = backbone.build(cfg.backbone, len(names), weights=cfg.weights, input_size=cfg.input_size, seed=cfg.seed)

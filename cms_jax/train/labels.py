@@ -17,17 +17,12 @@ from typing import Sequence
 import numpy as np
 
 from cms_jax import sources
-
-# Same order as the gender mini-XCEPTION (cms_jax.models.registry.GENDER_CLASSES).
-GENDER_CLASSES = ("woman", "man")
-
-
-def _edge_names(label: str, edges: Sequence[float]) -> list[str]:
-    e = [-np.inf, *edges, np.inf]
-    return [f"{label}[{a:g},{b:g})" for a, b in zip(e[:-1], e[1:])]
+from cms_jax.models.outputs import (AGE_BINS, AGE_WIDTH, PITCH_EDGES, YAW_EDGES, age_bin_names,  # noqa: F401
+                                    pose_bin_names)
+from cms_jax.models.registry import GENDER_CLASSES  # the gender mini-XCEPTION's order
 
 
-def age_bin(age, width: float = 10.0, num_bins: int = 10) -> np.ndarray:
+def age_bin(age, width: float = AGE_WIDTH, num_bins: int = AGE_BINS) -> np.ndarray:
     """Age in years -> bin index: [0,10) -> 0, ..., [90, inf) -> 9.
 
     Args:
@@ -44,15 +39,8 @@ def age_bin(age, width: float = 10.0, num_bins: int = 10) -> np.ndarray:
     return np.minimum(np.floor(a / width), num_bins - 1).astype(np.int64)
 
 
-def age_bin_names(width: float = 10.0, num_bins: int = 10) -> tuple[str, ...]:
-    """Class names of `age_bin`, identical to `cms_jax.models.age_bins`."""
-    edges = [width * i for i in range(1, num_bins)]
-    return tuple([f"age[{width * i:g},{width * (i + 1):g})" for i in range(num_bins - 1)]
-                 + [f"age[{edges[-1]:g},inf)"])
-
-
-def pose_bin(yaw, pitch, yaw_edges: Sequence[float] = (-15.0, 15.0),
-             pitch_edges: Sequence[float] = (-10.0, 10.0)) -> np.ndarray:
+def pose_bin(yaw, pitch, yaw_edges: Sequence[float] = YAW_EDGES,
+             pitch_edges: Sequence[float] = PITCH_EDGES) -> np.ndarray:
     """(yaw, pitch) in degrees -> one of 9 classes, ``3 * pitch_bin + yaw_bin``.
 
     Bin ``i`` of an axis is ``[edge_{i-1}, edge_i)``: with the default edges
@@ -72,11 +60,6 @@ def pose_bin(yaw, pitch, yaw_edges: Sequence[float] = (-15.0, 15.0),
     y = np.searchsorted(np.asarray(yaw_edges, np.float64), np.asarray(yaw, np.float64), side="right")
     p = np.searchsorted(np.asarray(pitch_edges, np.float64), np.asarray(pitch, np.float64), side="right")
     return (3 * p + y).astype(np.int64)
-
-
-def pose_bin_names(yaw_edges=(-15.0, 15.0), pitch_edges=(-10.0, 10.0)) -> tuple[str, ...]:
-    """Class names of `pose_bin`, identical to `cms_jax.models.pose_bins`."""
-    return tuple(f"{p}/{y}" for p in _edge_names("pitch", pitch_edges) for y in _edge_names("yaw", yaw_edges))
 
 
 def _classes(spec: str, values: list[str | None]) -> tuple[str, ...]:
@@ -114,8 +97,9 @@ def load_labels(spec: str, files: Sequence[str]) -> tuple[list[str], np.ndarray,
     if spec == "utkface:age_decade":
         raise ValueError("labels 'utkface:age_decade' is open-ended; train on utkface:age_bin (10 bins)")
     values = sources.read(spec, files)
-    if spec == "utkface:gender":  # UTKFace 0 male -> class 'man'
-        values = [None if v is None else ("man" if v == "male" else "woman") for v in values]
+    if spec == "utkface:gender":  # UTKFace 0 male -> class 'man': the class name among the value's synonyms
+        word = {g: next(c for c in GENDER_CLASSES if c in sources.GENDER_SYNONYMS[g]) for g in sources.UTK_GENDERS}
+        values = [None if v is None else word[v] for v in values]
     names = _classes(spec, values)
     index = {n: i for i, n in enumerate(names)}
     numeric = bool(names) and names[0] == "class_0" and "class_0" not in values

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from cms_jax.pipeline.progress import Progress
+from cms_jax.data.progress import Progress
 from cms_jax.sharding import data_mesh, data_sharding, num_shards, pad_to, replicated, round_up
 from cms_jax.train import data
 from cms_jax.train.checkpoint import TrainCheckpoint

@@ -21,7 +21,7 @@ import numpy as np
 
 from cms_jax import sources
 
-_SYNONYMS = {"male": ("man", "male", "men", "m"), "female": ("woman", "female", "women", "f")}
+_SYNONYMS = sources.GENDER_SYNONYMS
 
 
 def class_indices(spec: str, model) -> dict[str, int]:

@@ -30,8 +30,8 @@ from cms_jax.align import cache as align_cache
 from cms_jax.align import images as align_images
 from cms_jax.align.crops import crop_face
 from cms_jax.align.landmarker import Landmarker
-from cms_jax.pipeline import failures
-from cms_jax.pipeline.progress import StageTimer
+from cms_jax.data import failures
+from cms_jax.data.progress import StageTimer
 from cms_jax.workers import exit_with_parent, parent_token
 
 
@@ -138,7 +138,9 @@ def grain_flags_parsed() -> None:
 def process_range(n: int, index: int | None = None, count: int | None = None) -> tuple[int, int]:
     """A process's contiguous share ``[start, end)`` of ``n`` files: this JAX process's
     (``grain.ShardByJaxProcess``) by default, or process ``index`` of ``count``."""
-    from grain._src.core.sharding import even_split  # the split Grain's own samplers use
+    # Private on purpose: Grain's public `grain.sharding` exports only the options (no `even_split`),
+    # and this is the very split its own samplers apply, so the share matches Grain's exactly.
+    from grain._src.core.sharding import even_split
     if index is None:
         return even_split(n, grain.ShardByJaxProcess(drop_remainder=False))
     if not 0 <= index < count:

@@ -10,6 +10,8 @@ same images (``summary.json["bf16_fidelity"]``, ``["approx_fidelity"]``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cms_jax import sharding
@@ -33,6 +35,48 @@ def default_batch_size(forward: str, mesh) -> int:
     return CPU_INCREMENTAL_BATCH * ndev if cpu and forward == "incremental" else max(1024, ndev)
 
 
+@dataclasses.dataclass
+class Fidelity:
+    """How a bfloat16 or approximate run's drops agree with float32 exact drops: the one record of it.
+
+    The backend measures it once (`DropsBackend.measure_fidelity`); the job's checkpoint and the
+    all-gather of a multi-process run carry it as `as_dict`, and summary.json shows it as
+    `summary_fields`.
+
+    Attributes:
+      bf16: Pearson of bfloat16 drops with float32 drops of the first measured chunk (None before).
+      approx: ``approx_tau`` < 1: Pearson, largest absolute difference and vertices compared (None before).
+    """
+    bf16: float | None = None
+    approx: dict | None = None
+
+    def as_dict(self) -> dict:
+        """``{"bf16_fidelity", "approx_fidelity"}``: the form checkpoints and processes exchange."""
+        return {"bf16_fidelity": self.bf16, "approx_fidelity": self.approx}
+
+    def update(self, saved: dict) -> None:
+        """Take the values ``saved`` (an `as_dict`, from a checkpoint or a process) measured, where it has one."""
+        if saved.get("bf16_fidelity") is not None:
+            self.bf16 = saved["bf16_fidelity"]
+        if saved.get("approx_fidelity") is not None:
+            self.approx = saved["approx_fidelity"]
+
+    @classmethod
+    def first_of(cls, rows: list[dict]) -> "Fidelity":
+        """The first value measured in ``rows`` (`as_dict`s in process order), per kind."""
+        out = cls()
+        for r in reversed(rows):
+            out.update(r)
+        return out
+
+    def summary_fields(self, dtype: str, approx_tau: float) -> dict:
+        """summary.json's keys: ``bf16_fidelity`` for bfloat16 runs, ``approx_fidelity`` for approximate ones."""
+        out = {"bf16_fidelity": self.bf16} if dtype == "bfloat16" else {}
+        if approx_tau < 1.0:
+            out["approx_fidelity"] = self.approx
+        return out
+
+
 class DropsBackend:
     """The engine of one run and what it needs from the config.
 
@@ -43,7 +87,7 @@ class DropsBackend:
       forward_note: why an ``incremental='auto'`` run is dense ('' otherwise).
       dtype: 'float32' or 'bfloat16'.
       engine: the `OcclusionEngine`.
-      bf16_fidelity: Pearson of bfloat16 drops with float32 drops of the first measured chunk (None before).
+      fidelity: the `Fidelity` of a bfloat16 or approximate run (empty before it is measured).
     """
 
     def __init__(self, cfg, model, devices=None):
@@ -73,14 +117,13 @@ class DropsBackend:
                                  f"model {model.name!r} cannot take: {e}") from None
             self.forward, self.forward_note = "dense", f"incremental unavailable: {e}"
             self.engine = self._engine(self.dtype)
-        self.bf16_fidelity: float | None = None
-        self.approx_fidelity: dict | None = None
+        self.fidelity = Fidelity()
         self._fp32: OcclusionEngine | None = None
 
     def _engine(self, dtype: str, approx_tau: float | None = None) -> OcclusionEngine:
         tau = self.approx_tau if approx_tau is None else approx_tau
         self.batch_size = self.requested_batch or default_batch_size(self.forward, self.mesh)
-        return OcclusionEngine(self.model, score=self.score, batch_size=self.batch_size, images_per_group=16,
+        return OcclusionEngine(self.model, score=self.score, batch_size=self.batch_size, images_per_block=16,
                                mesh=self.mesh, forward=self.forward, dtype=dtype, patch_size=self.patch,
                                approx_tau=tau)
 
@@ -100,13 +143,13 @@ class DropsBackend:
         """For a bfloat16 or approximate run not yet measured: its drops against float32 exact drops.
 
         ``res`` (this run's drops of ``x``) is compared with float32, exact (``approx_tau`` 1) drops
-        of the same images and targets: ``bf16_fidelity`` (bfloat16 runs) is their Pearson
-        correlation; ``approx_fidelity`` (``approx_tau`` < 1) holds the Pearson correlation, the
+        of the same images and targets: ``fidelity.bf16`` (bfloat16 runs) is their Pearson
+        correlation; ``fidelity.approx`` (``approx_tau`` < 1) holds the Pearson correlation, the
         largest absolute difference and the vertices compared. Both stay None when the drops are
         constant (then the next chunk is tried).
         """
-        need_bf16 = self.dtype == "bfloat16" and self.bf16_fidelity is None
-        need_approx = self.approx_tau < 1.0 and self.approx_fidelity is None
+        need_bf16 = self.dtype == "bfloat16" and self.fidelity.bf16 is None
+        need_approx = self.approx_tau < 1.0 and self.fidelity.approx is None
         if not (need_bf16 or need_approx):
             return
         self._fp32 = self._fp32 or self._engine("float32", 1.0)
@@ -119,8 +162,8 @@ class DropsBackend:
         self._fp32 = None  # only the first chunk is compared: free its weights and compiled steps
         r = float(np.corrcoef(a, b)[0, 1])
         if self.dtype == "bfloat16":
-            self.bf16_fidelity = r
+            self.fidelity.bf16 = r
         if self.approx_tau < 1.0:
-            self.approx_fidelity = {"approx_tau": self.approx_tau, "pearson": r,
+            self.fidelity.approx = {"approx_tau": self.approx_tau, "pearson": r,
                                     "max_abs_diff": float(np.abs(a - b).max()), "vertices": int(a.size),
                                     "against": "float32 exact incremental, first scored chunk"}

@@ -67,23 +67,25 @@ def bar_chart(rows: dict[str, dict[str, float]], unit: str = "%") -> str:
 
 
 def command_line(summary: dict) -> str:
-    """The command that reproduces the run: its own ``argv`` when it was ``experiments.cms``, else the
-    equivalent ``experiments.cms`` flags read from its configuration; prefixed by its folder."""
-    argv = summary.get("argv") or []
-    if argv and argv[0].replace(os.sep, "/").endswith("experiments/cms.py"):
-        cmd = "python -m experiments.cms " + shlex.join(argv[1:])
+    """The command that started the run, from summary.json's ``argv`` and ``cwd``, prefixed by its folder.
+
+    A script inside ``cwd`` (``experiments/cms.py``, a figure's script) is shown as the module it is
+    (``python -m experiments.cms ...``), another script with its path; a run started from Python
+    (a notebook, a test: ``argv[0]`` no script) shows that process's argv, marked as such: its
+    configuration is in the report's last section.
+    """
+    argv, cwd = [str(a) for a in summary.get("argv") or []], summary.get("cwd")
+    if not argv:
+        return "(not recorded)"
+    script = argv[0]
+    if script.endswith(".py"):
+        rel = os.path.relpath(script, cwd) if cwd and os.path.isabs(script) else script
+        if not rel.startswith(os.pardir) and not os.path.isabs(rel):
+            cmd = shlex.join(["python", "-m", rel[:-3].replace(os.sep, ".")] + argv[1:])
+        else:
+            cmd = shlex.join(["python"] + argv)
     else:
-        from cms_jax.pipeline.config import RunConfig
-        cfg, default = summary.get("config", {}), RunConfig().to_dict()
-        flags = []
-        for k, v in cfg.items():
-            if k in default and (v != default[k] or k in ("model", "images", "canvas")):
-                if isinstance(v, bool):
-                    flags.append(f"--{'' if v else 'no'}{k}")
-                elif not (k == "incremental" and v == "auto"):
-                    flags.append(f"--{k}={shlex.quote(str(v))}")
-        cmd = "python -m experiments.cms " + " ".join(flags) + "  # equivalent flags (run from Python)"
-    cwd = summary.get("cwd")
+        cmd = shlex.join(argv) + "  # started from Python (cms_jax.pipeline.run_job): see the configuration"
     return (f"cd {shlex.quote(cwd)} && " if cwd else "") + cmd
 
 

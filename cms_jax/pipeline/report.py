@@ -20,7 +20,7 @@ import numpy as np
 
 from cms_jax import storage
 from cms_jax.render.colours import score_unit
-from cms_jax.report_parts import bar_chart, figure, header, img, table
+from cms_jax.pipeline.report_parts import bar_chart, figure, header, img, table
 
 MAX_SKIPPED_LISTED = 200
 

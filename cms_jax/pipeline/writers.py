@@ -6,7 +6,9 @@ formed later without rescoring. ``cms.png`` is ``cms.npy`` pixel for pixel,
 drawn for reading (`cms_jax.render.panel`): colours in the score's units
 (diverging about zero when some drops are negative), the facial regions of
 the region table outlined, a colour bar inset. Every file goes through
-`storage` (a local folder or an object-store URL).
+`storage` (a local folder or an object-store URL). The writers are handed the
+values they write (a `record.RunRecord`, the sums' arrays, the drops), never
+the `Scorer`; `reader` reads the folder back.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 
 from cms_jax import regions, storage
+from cms_jax.projection import square_coverage
 from cms_jax.render import colours, panel
 
 DROP_KEYS = ("files", "drops", "valid", "targets", "clean", "canonical_side")
@@ -43,22 +46,6 @@ def read_parts(paths: list) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def canonical_sides(z, summary: dict) -> np.ndarray:
-    """float32 (N,): each image's canonical side f_i from a run's drops.npz ``z`` (and its summary).
-
-    A drops.npz written before the sides were kept per image holds one scalar
-    ``canonical_patch_size``: exact for a ``loose`` or ``tight`` run (every image had that side), and
-    refused for a ``whole`` run (its scalar was the paper's f = sz * H_F / H_I, not each face's: rerun it).
-    """
-    if "canonical_side" in z:
-        return np.asarray(z["canonical_side"], np.float32)
-    if "canonical_patch_size" in z and summary.get("crop_policy") in ("loose", "tight"):
-        return np.full(len(z["files"]), float(z["canonical_patch_size"]), np.float32)
-    raise ValueError("drops.npz has no per-image 'canonical_side'" + (
-        ": it comes from a 'whole'-crop run scored before the sides were per face; rerun it"
-        if "canonical_patch_size" in z else ""))
-
-
 def side_summary(sides) -> dict | None:
     """min, median and max of a run's per-image canonical sides (None without an image)."""
     sides = np.asarray(sides, np.float64)
@@ -67,8 +54,15 @@ def side_summary(sides) -> dict | None:
     return {"min": float(sides.min()), "median": float(np.median(sides)), "max": float(sides.max())}
 
 
-def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float, sides=()) -> dict:
+def summary(record, fidelity, *, images_done: int, total: int, skipped: list[dict], seconds: float,
+            sides=()) -> dict:
     """The run's summary.json: settings, counts, speed, and how the drops were computed.
+
+    Args:
+      record: the run's `RunRecord` (config, canonical face, model and backend facts).
+      fidelity: the run's `scoring.backend.Fidelity` (its `summary_fields`).
+      images_done: images accumulated (Eq. 6's N); total: images in the list; skipped: with reasons.
+      seconds: wall seconds of the run; sides: the scored images' canonical sides.
 
     ``forward`` is 'dense' or 'incremental', ``dtype`` the compute dtype; bfloat16 runs add
     ``bf16_fidelity``, the Pearson correlation of their drops with float32 drops of the first
@@ -77,33 +71,25 @@ def summary(cfg, scorer, *, total: int, skipped: list[dict], seconds: float, sid
     gives min, median and max of the scored images' canonical sides ``sides`` (all equal for
     ``loose`` and ``tight`` crops; per image in drops.npz).
     """
-    images_done, backend = scorer.sums.count, scorer.backend
-    extra = {"bf16_fidelity": backend.bf16_fidelity} if cfg.dtype == "bfloat16" else {}
-    if cfg.approx_tau < 1.0:
-        extra["approx_fidelity"] = backend.approx_fidelity
+    cfg = record.cfg
     return {
         "model": cfg.model,
-        "model_name": scorer.model.name,
-        "model_input": list(scorer.model.input_size),
-        "model_output": scorer.model.output,
-        **({"model_card": scorer.model.card_note} if getattr(scorer.model, "card_note", "") else {}),
-        "crop_policy": scorer.model.crop_policy,
-        "crop_margin": float(scorer.model.crop_margin),
-        "patch_size": int(scorer.patch),
+        **record.model,
+        "patch_size": int(record.patch_size),
         "canonical_side": side_summary(sides),
         "score": cfg.score,
         "reduce": cfg.reduce,
-        "forward": backend.forward,
-        **({"onnx_backend_probe": scorer.backend_probe} if getattr(scorer, "backend_probe", None) else {}),
-        **({"forward_note": backend.forward_note} if backend.forward_note else {}),
+        "forward": record.forward,
+        **({"onnx_backend_probe": record.backend_probe} if record.backend_probe else {}),
+        **({"forward_note": record.forward_note} if record.forward_note else {}),
         "dtype": cfg.dtype,
-        **extra,
-        "vertices": scorer.geometry.num_vertices,
+        **fidelity.summary_fields(cfg.dtype, cfg.approx_tau),
+        "vertices": int(record.canon.vertices.shape[0]),
         "subdivision": cfg.subdivision,
         "visibility": cfg.visibility,
-        "canvas": list(scorer.canon.canvas_hw),
+        "canvas": list(record.canon.canvas_hw),
         "images_total": int(total),
-        "images_done": images_done,
+        "images_done": int(images_done),
         "images_skipped": skipped,
         "seconds": round(float(seconds), 3),
         "faces_per_second": round(images_done / seconds, 3) if seconds > 0 else 0.0,
@@ -136,21 +122,24 @@ def save_png(dest, rgb: np.ndarray) -> None:
     storage.write_bytes(dest, data.tobytes())
 
 
-def write_final(out_dir, scorer, drops: dict[str, np.ndarray], summary_: dict) -> dict:
+def write_final(out_dir, cms: np.ndarray, canon, drops: dict[str, np.ndarray], summary_: dict) -> dict:
     """Write cms.npy, cms.png, drops.npz (rows in the run's image order) and summary.json.
 
-    drops.npz holds `DROP_KEYS` (``canonical_side``: float32 (N,), each image's canonical square
-    side f_i) and ``canon_xy`` (V, 2), the canonical vertices.
+    ``cms`` is the run's CMS (Eq. 6) on ``canon``'s canvas; cms.png shows it where some vertex
+    square reaches at the images' canonical sides (N > 0 in Eq. 5). drops.npz holds `DROP_KEYS`
+    (``canonical_side``: float32 (N,), each image's canonical square side f_i) and ``canon_xy``
+    (V, 2), the canonical vertices.
     """
     out = storage.path(out_dir)
-    cms = scorer.sums.cms().astype(np.float32)
+    cms = np.asarray(cms, np.float32)
     storage.save_npy(out / "cms.npy", cms)
-    coverage = scorer.geometry.coverage(drops["canonical_side"])
-    save_png(out / "cms.png", render_cms(cms, scorer.canon, coverage, colours.score_unit(summary_)))
-    storage.save_npz(out / "drops.npz", canon_xy=scorer.canon.vertices.astype(np.float32), **drops)
+    coverage = square_coverage(canon.vertices, canon.canvas_hw, drops["canonical_side"])
+    save_png(out / "cms.png", render_cms(cms, canon, coverage, colours.score_unit(summary_)))
+    storage.save_npz(out / "drops.npz", canon_xy=canon.vertices.astype(np.float32), **drops)
     write_summary(out_dir, summary_)
     return summary_
 
 
 def write_summary(out_dir, summary_: dict) -> None:
+    """summary.json, through `storage`."""
     storage.write_json(storage.path(out_dir) / "summary.json", summary_)

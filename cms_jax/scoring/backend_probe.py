@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from cms_jax import models
-from cms_jax.pipeline.backend import DropsBackend
+from cms_jax.scoring.backend import DropsBackend
 from cms_jax.work_items import ItemCounts
 
 BUILTIN_ONNX = ("headpose", "headpose_bins", "headpose_1x1", "headpose_var")

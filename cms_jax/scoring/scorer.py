@@ -1,12 +1,12 @@
-"""Scoring a chunk of the job: per-vertex drops (Eqs. 1-3) and canonical sides, then the CMS sums (Eq. 6).
+"""Scoring a chunk of prepared crops: per-vertex drops (Eqs. 1-3) and canonical sides (Algorithm 1, line 4).
 
 `Scorer` turns a chunk of prepared crops into per-vertex drop vectors (the
 canonical representation of each CIS) and each image's canonical square side
-(`geometry.face_canonical_side`), retrying a failing chunk image by image, and
-hands them to the run's sums (`sums.RunSums`: each CIS rendered on the
-canonical face and added; the CMS is their mean, or their sum as in the
-official code). The parts it composes live in `geometry` (vertices),
-`backend` (the engine) and `sums` (accumulator state).
+(`geometry.face_canonical_side`), retrying a failing chunk image by image. It
+is the one place where a run's scoring parts are composed from its config: the
+model, the canonical face, `geometry` (vertices) and `backend` (the engine).
+What is done with the drops (the job's sums, Eq. 6; a figure's maps) is the
+caller's.
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import numpy as np
 
 from cms_jax import models
 from cms_jax.align.canonical import CanonicalFace
-from cms_jax.pipeline import backend_probe
-from cms_jax.pipeline.backend import DropsBackend
-from cms_jax.pipeline.failures import signature
-from cms_jax.pipeline.geometry import VertexGeometry
-from cms_jax.pipeline.sums import RunSums
+from cms_jax.scoring import backend_probe
+from cms_jax.scoring.backend import DropsBackend
+from cms_jax.data.failures import signature
+from cms_jax.scoring.geometry import VertexGeometry
 
 
 @dataclasses.dataclass
@@ -39,13 +38,12 @@ class ChunkResult:
 class Scorer:
     """One run's scoring: per-vertex drops and canonical sides of chunks of prepared crops.
 
-    It composes the run's three parts, each usable alone:
+    It validates the config and composes the run's two parts, each usable alone:
 
     * ``geometry`` (`VertexGeometry`): vertex positions in a crop, validity (visibility, inside the
       crop), each image's canonical side, coverage on the canvas;
     * ``backend`` (`DropsBackend`): the one occlusion engine (forward strategy, dtype, patch side sz;
       a black-box model with ``incremental=True`` is refused here, before any image is read);
-    * ``sums`` (`RunSums`): the accumulator state (Eq. 6, per group too) and its checkpoint form;
 
     and adds the retry policy (`score`): a chunk that fails is scored image by image.
 
@@ -55,6 +53,12 @@ class Scorer:
     """
 
     def __init__(self, cfg, model=None, canon=None, devices=None):
+        """The parts of ``cfg`` (a `RunConfig`, validated here); ``model`` and ``canon`` replace the ones it names.
+
+        With no ``model``, an ONNX model and ``onnx_backend='auto'``, the faster runtime is chosen by a
+        timed probe (`backend_probe`); ``devices``: the mesh's (default: this process's local devices).
+        """
+        cfg.validate()
         self.cfg = cfg
         self.backend_probe: dict | None = None  # onnx_backend='auto': both runtimes' rates and the choice
         if model is None and cfg.onnx_backend == "auto" and backend_probe.is_onnx(cfg.model):
@@ -64,7 +68,6 @@ class Scorer:
             self.backend = DropsBackend(cfg, self.model, devices)  # default: this process's local devices
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.geometry = VertexGeometry(self.canon, self.model, cfg.visibility)
-        self.sums = RunSums(cfg, self.canon)
 
     @property
     def patch(self) -> int:
