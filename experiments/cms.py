@@ -22,6 +22,7 @@ import sys
 from absl import app, flags, logging
 
 from cms_jax.accumulate import REDUCES
+from cms_jax.models.foreign import ONNX_BACKENDS
 from cms_jax.forward import DTYPES
 from cms_jax.occlusion import SCORES
 from cms_jax.pipeline import FailurePolicy, RunConfig, RunFailed, run_job
@@ -53,7 +54,7 @@ _INCREMENTAL = flags.DEFINE_bool("incremental", None, "Exact incremental inferen
                                   "(any model that runs on the device). Default (unset): 'auto', used wherever "
                                   "the model allows; --incremental refuses a black box, --noincremental scores "
                                   "densely.")
-_ONNX = flags.DEFINE_enum("onnx_backend", "auto", ["auto", "jax", "onnxruntime"], "ONNX models: converted to "
+_ONNX = flags.DEFINE_enum("onnx_backend", "auto", list(ONNX_BACKENDS), "ONNX models: converted to "
                           "JAX (on the device, incremental) or run by onnxruntime on the host; auto: the "
                           "faster by a short timed probe at the start (both rates in summary.json).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Compute dtype of weights and inputs; "
@@ -63,6 +64,8 @@ _APPROX = flags.DEFINE_float("approx_tau", 1.0, "1 = exact. In (0, 1): approxima
                              "its map's side; summary.json records approx_fidelity (vs exact, first chunk).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out_dir.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished or partial run in --out_dir (its landmark "
+                               "cache is kept; a folder that holds no run is refused).")
 _CKPT_S = flags.DEFINE_float("checkpoint_every_s", 30.0, "Seconds between checkpoints.")
 _CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (and between checkpoints at most).")
 _ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default <out_dir>/align_cache).")
@@ -91,7 +94,8 @@ def main(argv):
                     incremental="auto" if _INCREMENTAL.value is None else _INCREMENTAL.value, dtype=_DTYPE.value,
                     approx_tau=_APPROX.value)
     try:
-        summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
+        summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value,
+                          workers=_WORKERS.value,
                           num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
                           checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
                           align_cache=_ALIGN_CACHE.value or None,

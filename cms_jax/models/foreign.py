@@ -36,6 +36,7 @@ from cms_jax.models.base import FaceModel, make_preprocess
 CARD_SUFFIX = ".card.json"
 EMBEDDING_MIN_DIM = 64
 BACKENDS = ("jax", "onnxruntime")
+ONNX_BACKENDS = ("auto",) + BACKENDS  # the job's --onnx_backend: 'auto' times both (scoring.backend_probe)
 _FIELDS = ("name", "input_size", "colour", "normalisation", "crop_policy", "crop_margin", "class_names",
            "output", "outputs_are_probs")
 

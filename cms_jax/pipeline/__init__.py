@@ -7,8 +7,8 @@ from cms_jax.data.failures import FailurePolicy, RunFailed
 
 def default_images() -> str:
     """The CelebA samples of the assets, the README's built-in default."""
-    from cms_jax.assets import resolve_dir
-    return str(resolve_dir("celeba_samples") / "images")
+    from cms_jax.assets import sample_images
+    return str(sample_images())
 
 
 def init_distributed(num_processes: int = 1, process_id: int = 0, coordinator: str = "") -> None:
@@ -28,14 +28,18 @@ def init_distributed(num_processes: int = 1, process_id: int = 0, coordinator: s
                                    process_id=process_id)
 
 
-def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int = 2,
+def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, overwrite: bool = False, workers: int = 2,
             num_processes: int = 1, process_id: int = 0, coordinator: str = "",
             checkpoint_every_s: float = 30.0, policy: FailurePolicy | None = None, **kw) -> dict | None:
     """Run (one process of) a CMS job; process 0 writes the combined outputs and the report.
 
-    Returns the summary on process 0 (or a single process), None on the others.
+    ``overwrite`` replaces a finished or partial run in ``out_dir`` (`overwrite.clear_run`: only a folder
+    that holds a run; the landmark cache is kept). Returns the summary on process 0 (or a single
+    process), None on the others.
 
     Raises:
+      ValueError: ``resume`` and ``overwrite`` together.
+      FileExistsError: ``overwrite`` on a folder that holds files but no run.
       RunFailed: a systematic failure (see `failures`), on every process.
     """
     import dataclasses
@@ -49,7 +53,15 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, workers: int 
 
     if not cfg.images:
         cfg = dataclasses.replace(cfg, images=default_images())
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out_dir and --overwrite replaces it: give one of them")
     init_distributed(num_processes, process_id, coordinator)
+    if overwrite:
+        from cms_jax.pipeline import collective
+        from cms_jax.pipeline.overwrite import clear_run
+        if jax.process_index() == 0:
+            clear_run(out_dir)
+        collective.wait_for_all("overwrite")  # no process starts before the old run is gone
     scorer = Scorer(cfg)  # validates cfg
     sums = RunSums(cfg, scorer.canon)  # the job's: combined over the processes at the end
     summary = run_cms(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers,

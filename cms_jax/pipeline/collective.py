@@ -42,7 +42,10 @@ def wait_for_all(name: str, timeout_s: float = 7 * 24 * 3600.0) -> None:
     """Block until every process has reached the barrier ``name`` (no-op with one process)."""
     if _count() == 1:
         return
-    from jax._src import distributed  # the coordination client, as jax's own serialization uses it
+    # Private on purpose: the public barrier (multihost_utils.sync_global_devices) has no timeout and runs
+    # a device computation; the coordination client's named barrier (as jax's own serialization uses it)
+    # has both a timeout and no device work, which a preemptible multi-host job needs.
+    from jax._src import distributed
     distributed.global_state.client.wait_at_barrier(f"cms_jax_{name}", timeout_in_ms=int(timeout_s * 1000))
 
 

@@ -87,6 +87,7 @@ class RunConfig:
     def validate(self) -> None:
         from cms_jax.accumulate import REDUCES
         from cms_jax.forward import DTYPES
+        from cms_jax.models.foreign import ONNX_BACKENDS
         from cms_jax.occlusion import SCORES
         if self.score not in SCORES:
             raise ValueError(f"score must be {_either(SCORES)}, got {self.score!r}")
@@ -99,8 +100,8 @@ class RunConfig:
                              f"{self.batch_size}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be {_either(DTYPES)}, got {self.dtype!r}")
-        if self.onnx_backend not in ("auto", "jax", "onnxruntime"):
-            raise ValueError(f"onnx_backend must be 'auto', 'jax' or 'onnxruntime', got {self.onnx_backend!r}")
+        if self.onnx_backend not in ONNX_BACKENDS:
+            raise ValueError(f"onnx_backend must be {_either(ONNX_BACKENDS)}, got {self.onnx_backend!r}")
         if not 0.0 < self.approx_tau <= 1.0:
             raise ValueError(f"approx_tau must be in (0, 1] (1 = exact), got {self.approx_tau!r}")
         if self.incremental not in (True, False, "auto"):

@@ -157,7 +157,7 @@ def _restore(run: OpenRun, resume: bool) -> None:
     problem, cfg = None, run.cfg
     if not resume:
         problem = FileExistsError(f"{run.work} already holds a run checkpoint; pass --resume to "
-                                  "continue it, or choose another --out_dir")
+                                  "continue it, --overwrite to replace it, or choose another --out_dir")
     elif cfg.differences(meta["config"]):
         problem = ValueError("cannot resume: these flags differ from the checkpoint's: "
                              + "; ".join(cfg.differences(meta["config"])))
