@@ -1,4 +1,5 @@
-"""The report of a ``--smoke`` run, rendered in headless Chromium: every image loads, no console errors.
+"""The report of a ``--smoke`` run, rendered in headless Chromium: every image loads, no console errors,
+every example face captioned (``figcaption.face``) with the class it explains and its clean confidence.
 
 The report has no scripts of its own. The test loads a copy with a small probe
 script inserted first: it records window errors (failed resources included)
@@ -36,7 +37,10 @@ window.addEventListener('load', () => {
   pre.id = '__probe';
   pre.textContent = JSON.stringify({images: imgs.length,
     broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 40)),
-    errors: window.__errors, width: document.documentElement.scrollWidth});
+    errors: window.__errors, width: document.documentElement.scrollWidth,
+    faces: Array.from(document.querySelectorAll('.faces figure')).map(f =>
+      (f.querySelector('figcaption.face') || {}).textContent || null),
+    });
   document.body.appendChild(pre);
 });
 </script>"""
@@ -72,6 +76,9 @@ def test_smoke_report_records_its_command_and_draws_readable_maps(smoke_report):
     assert s["argv"][0].endswith(os.path.join("experiments", "cms.py")) and "--smoke" in s["argv"]
     text = (smoke_report / "report.html").read_text()
     assert "python -m experiments.cms --smoke" in text and "drop in probability" in text
+    assets = os.environ.get("CMS_JAX_ASSETS")  # recorded, and set again by the Reproduce line
+    assert s["assets"] == assets and (not assets or f"CMS_JAX_ASSETS={assets} python -m experiments.cms" in text)
+    assert len(s["model_classes"]) == 2 and "<h1>Canonical Model Saliency: tiny</h1>" in text
     assert "<script" not in text and not re.search(r"""(src|href)=["'](?!data:)""", text)  # self-contained
     cms, png = np.load(smoke_report / "cms.npy"), cv2.imread(str(smoke_report / "cms.png"))
     assert cms.shape == (512, 512) and png.shape == (512, 512, 3)  # the main job's canvas, pixel for pixel
@@ -100,6 +107,11 @@ def test_report_loads_in_chromium_with_every_image_and_no_console_error(smoke_re
     probe, res = _probe(browser, tmp_path, text, "probed.html")
     assert probe["images"] == n_img and probe["broken"] == [] and probe["errors"] == [], probe
     assert probe["width"] <= 1600  # no horizontal overflow at a desktop width
+    # Every example face, as the browser lays it out, names the class it explains and its clean confidence.
+    classes = json.load(open(smoke_report / "summary.json"))["model_classes"]
+    assert probe["faces"] and len(probe["faces"]) == text.count("data:image/jpeg;base64,"), probe["faces"]
+    pattern = r"explains (%s), clean confidence [01]\.\d{3}" % "|".join(map(re.escape, classes))
+    assert all(f and re.search(pattern, f) for f in probe["faces"]), probe["faces"]
     assert not re.findall(r"CONSOLE.*", res.stderr), re.findall(r"CONSOLE.*", res.stderr)
     # The unmodified report, as a user opens it: no console message at all, and a page that is not blank.
     shot = tmp_path / "shot.png"

@@ -1,6 +1,7 @@
 """The run's report: header and command line, group differences with significance, faces per region, size."""
 import json
 import os
+import re
 import shlex
 import time
 
@@ -57,19 +58,29 @@ def _synthetic_run(out, shared_dir, n_per_group=6, canvas=256):
     valid = np.ones(drops.shape, bool)
     f = 14.08 * canvas / 256
     np.save(os.path.join(out, "cms.npy"), cms_from_drops(drops, valid, canon.vertices, canon.canvas_hw, f))
+    targets = np.where(np.arange(len(files)) < n_per_group, 0, 1)  # group A explains 'female', B 'male'
+    clean = np.full(len(files), 0.9, np.float32)
+    clean[n_per_group:n_per_group + 2] = 0.55  # two near-ties in B: never an example face
     np.savez(os.path.join(out, "drops.npz"), files=np.asarray(files), drops=drops, valid=valid,
-             canonical_side=np.full(len(files), f, np.float32), canon_xy=canon.vertices)
+             canonical_side=np.full(len(files), f, np.float32), canon_xy=canon.vertices, targets=targets,
+             clean=clean)
     with open(os.path.join(out, "groups.csv"), "w") as fh:
         fh.writelines(f"{os.path.basename(p)},{'A' if i < n_per_group else 'B'}\n" for i, p in enumerate(files))
     return canon, files, eye, f
 
 
-def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_regions(tmp_path, shared_dir):
+def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_regions(tmp_path, shared_dir,
+                                                                                    monkeypatch):
+    from cms_jax.pipeline import analysis
     from cms_jax.pipeline.analysis import analyse
+    scales = []  # every map panel's colour scale, in drawing order
+    draw = analysis.panel.map_panel
+    monkeypatch.setattr(analysis.panel, "map_panel", lambda *a, **k: scales.append(a[3]) or draw(*a, **k))
     from cms_jax.projection import splat
     canon, files, eye, f = _synthetic_run(str(tmp_path), shared_dir)
     coverage = splat(np.ones(468, np.float32), canon.vertices, canon.canvas_hw, f)[1] > 0
-    s = {**SUMMARY, "images_done": len(files), "images_total": len(files), "images_skipped": []}
+    s = {**SUMMARY, "images_done": len(files), "images_total": len(files), "images_skipped": [],
+         "model_classes": ["female", "male"]}
     res = analyse(str(tmp_path), canon, coverage, s, grouping=f"csv:{tmp_path / 'groups.csv'}", permutations=200,
                   min_group=5, test_side=128, align_cache=str(tmp_path / "cache"))
     t = json.load(open(tmp_path / "regions.json"))["group_tests"]["A - B"]
@@ -87,13 +98,31 @@ def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_reg
     assert all(len(v) <= 6 for v in res["top_faces"].values())
     text = open(tmp_path / "report.html").read()
     for needle in ("Per group", "Differences", "A - B", "Faces behind each region", "Share of positive saliency",
-                   "drop in probability", "mean drop"):
+                   "drop in probability", "mean drop", "How to read this page", "Per-pixel density",
+                   "<figcaption>A (n=6)</figcaption>", "<figcaption>B (n=6)</figcaption>",
+                   "<figcaption>all classes pooled (n=12)</figcaption>", "<figcaption>female (n=6)</figcaption>",
+                   "<figcaption>male (n=6)</figcaption>",
+                   f"A - B: {t['significant_pixels']} of {t['covered_pixels']} pixels significant (permutation "
+                   "test, 200 permutations, two-sided Welch t, max-T corrected, alpha 0.05; 6 vs 6 images)",
+                   "clean confidence &gt;= max(0.8, the run&#x27;s median 0.9) = 0.9 (10 of 12)",
+                   "the class the model predicts for the clean image"):
         assert needle in text, needle
+    # Only confident faces are shown, each naming its class and clean confidence.
+    shown = {os.path.basename(p) for v in res["top_faces"].values() for p, _ in v}
+    assert shown and not shown & {os.path.basename(p) for p in files[6:8]}
+    captions = re.findall(r"<figcaption class='face'>(.*?)</figcaption>", text)
     n_faces = sum(len(v) for v in res["top_faces"].values())
+    assert len(captions) == n_faces and all(
+        re.search(r"explains <b>(female|male)</b>, clean confidence 0\.900<br>", c) for c in captions), captions
+    eye_caps = captions[:6]  # the eyes row comes first: group A, class 'female'
+    assert all("<b>female</b>" in c for c in eye_caps), eye_caps
     assert text.count("data:image/jpeg;base64,") == n_faces
-    # cms, smooth, 2 groups, 1 difference, one colour bar per region row
-    assert text.count("data:image/png;base64,") == 5 + len(res["top_faces"])
+    # cms, smooth, pooled + 2 classes, 2 groups, 1 difference, one colour bar per region row
+    assert text.count("data:image/png;base64,") == 8 + len(res["top_faces"])
     assert os.path.exists(tmp_path / "cms_smooth.png")
+    # One colour range per kind of map: CMS + smooth; the 2 groups; (1 difference); pooled + 2 classes.
+    assert len(scales) == 8 and scales[0] == scales[1] and scales[2] == scales[3] and scales[5:] == [scales[5]] * 3
+    assert scales[0] != scales[2] and all(sc.ticks()[1] == 0.0 for sc in scales if sc.lo < 0 < sc.hi)
 
 
 def test_report_size_does_not_grow_with_the_number_of_images(tmp_path, shared_dir):
@@ -124,3 +153,43 @@ def test_report_size_does_not_grow_with_the_number_of_images(tmp_path, shared_di
     assert 0 < shown <= 6 * len(regions.REGIONS) and text.count("<img") <= 2 + 2 * len(regions.REGIONS) + shown
     assert size < 3e6, size
     print(f"20,000 images: report {size / 1e6:.2f} MB, analyse {seconds:.1f} s, {shown} faces shown")
+
+
+def test_report_words_name_the_target_the_confident_faces_and_the_card():
+    from cms_jax.pipeline.report_explain import card_banner, confident, explained_name, reproduce, target_rule
+    s = {"model_output": "classes", "score": "prob", "model_classes": ["female", "male"], "config": {}}
+    assert (explained_name(s, 1), explained_name(s, 5)) == ("male", "output 5")
+    assert target_rule(s) == "the class the model predicts for the clean image"
+    assert target_rule({**s, "config": {"label_from": "utkface:gender"}}) == \
+        "each image's label from --label_from=utkface:gender"
+    assert explained_name({"model_output": "regression", "config": {"target": "age"}}, None) == "age"
+    emb = {"model_output": "embedding", "config": {}}
+    assert explained_name(emb, 0) == "own clean embedding"
+    assert explained_name({**emb, "config": {"reference": "csv:ids.csv"}}, 0) == "identity reference"
+    # Probabilities: >= max(0.8, median); too few: the k most confident, said so.
+    ok, rule = confident(np.array([0.95, 0.9, 0.85, 0.55, 0.52, 0.99]), s, 2)
+    assert ok.tolist() == [True, True, False, False, False, True] and "(3 of 6)" in rule  # median 0.875
+    ok, rule = confident(np.array([0.51, 0.58, 0.52, 0.6]), s, 2)
+    assert ok.tolist() == [False, True, False, True] and "Too few qualify: the 2 most confident" in rule
+    ok, rule = confident(np.array([3.0, -1.0, 5.0]), {**s, "score": "logit"}, 1)
+    assert ok.tolist() == [True, False, True] and "the run's median 3" in rule
+    assert reproduce({"assets": "/a b"}, "cd /src && python -m experiments.cms --smoke") == \
+        "cd /src && CMS_JAX_ASSETS='/a b' python -m experiments.cms --smoke"
+    assert reproduce({}, "cd /src && python x") == "cd /src && python x"
+    banner = card_banner({"model": "/m/age.onnx", "model_card": "no card; from the graph or defaults: colour=RGB"})
+    assert "/m/age.card.json" in banner and "normalisation" in banner and "colour=RGB" in banner
+    assert card_banner({"model_card": "card /m/age.card.json"}) == ""
+
+
+def test_header_title_is_the_model_name_with_the_path_and_the_no_card_banner(tmp_path):
+    s = {**SUMMARY, "model": "/models/gender_net.onnx", "model_name": "gender_net", "images_done": 1,
+         "images_total": 1, "images_skipped": [], "model_card": "no card; from the graph or defaults: crop_policy=tight",
+         "assets": "/work/shared", "argv": ["/src/experiments/cms.py", "--model=/models/gender_net.onnx"],
+         "cwd": "/src"}
+    text = open(write_report(str(tmp_path / "r.html"), summary=s, cms_png=np.zeros((8, 8, 3), np.uint8),
+                             regions={"all": {"eyes": 60.0}}, densities={"all": {"eyes": 1.5}})).read()
+    assert "<h1>Canonical Model Saliency: gender_net</h1>" in text and "<b>/models/gender_net.onnx</b>" in text
+    assert "<div class='banner'><b>No model card:</b>" in text and "/models/gender_net.card.json" in text
+    assert ("cd /src &amp;&amp; CMS_JAX_ASSETS=/work/shared python -m experiments.cms "
+            "--model=/models/gender_net.onnx") in text
+    assert "1.5×" in text and "60.0%" in text  # density bars beside share bars

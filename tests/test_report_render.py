@@ -29,6 +29,16 @@ def test_a_map_without_negative_values_spans_the_sequential_table_over_its_range
     assert colours.fit(np.zeros((2, 2))).rgb(0.0).shape == (3,)  # a constant map does not divide by zero
 
 
+def test_zero_is_marked_on_any_bar_that_spans_it():
+    from cms_jax.render.colours import Scale
+    from cms_jax.render.panel import colour_bar
+    s = Scale(-0.01, 0.05, diverging=False)
+    assert s.ticks() == [-0.01, 0.0, 0.05] and Scale(0.01, 0.05).ticks() == [0.01, 0.05]
+    bar, (x0, y0, x1, y1) = colour_bar(s, 121)
+    x = x0 + int(round(0.01 / 0.06 * 120))
+    assert (bar[y1:y1 + 4, x] == 0).all()  # the tick mark at 0
+
+
 def test_colour_bar_runs_from_the_maps_minimum_to_its_maximum():
     m = np.linspace(-1.0, 3.0, 50).reshape(5, 10)
     s = colours.fit(m, unit="drop in logit")

@@ -80,6 +80,26 @@ def _group_differences(canon, per, lab, drops, valid, sides, coverage, unit, *, 
     return png, tests, masks
 
 
+def _class_panels(canon, z, sides, coverage, summary, cms, edges, reduce, unit) -> dict[str, np.ndarray]:
+    """A model with classes: the pooled CMS and one CMS per explained class (from drops.npz, as the
+    group maps are), all in one colour range, captioned with their n; {} otherwise."""
+    targets = z.get("targets")
+    if summary.get("model_output", "classes") != "classes" or targets is None or not len(targets):
+        return {}
+    targets = np.asarray(targets).astype(np.int64)
+    names = summary.get("model_classes") or []
+    per = {}
+    for t in np.unique(targets):
+        i = targets == t
+        name = names[t] if 0 <= t < len(names) else f"output {t}"
+        per[f"{name} (n={int(i.sum())})"] = cms_from_drops(z["drops"][i], z["valid"][i], canon.vertices,
+                                                         canon.canvas_hw, sides[i], reduce=reduce)
+    maps = {f"all classes pooled (n={len(targets)})": cms, **per}
+    shared = colours.joint([colours.fit(m, coverage, unit=unit) for m in maps.values()])
+    return {k: panel.with_legend(panel.map_panel(canon.image, m, coverage, shared, edges=edges, legend=False),
+                                 shared, width=REPORT_PANEL) for k, m in maps.items()}
+
+
 def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, grouping: str = "",
             group_maps: dict[str, np.ndarray] | None = None, permutations: int = 1000, alpha: float = 0.05,
             min_group: int = 5, test_images: int = 500, seed: int = 0, test_side: int = 256,
@@ -110,10 +130,11 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
         coverage = square_coverage(canon.vertices, canon.canvas_hw, sides)
     reduce = summary.get("reduce", "mean")
     maps = {"all images": cms}
-    cms_png = panel.map_panel(canon.image, cms, coverage, colours.fit(cms, coverage, unit=unit), edges=edges)
     values, seen = smooth.vertex_values(drops, valid, reduce)
     sm, sm_mask = smooth.smooth_map(values, canon.vertices, canon.triangles, canon.canvas_hw, canon.depth, seen)
-    smooth_png = panel.map_panel(canon.image, sm, sm_mask, colours.fit(sm, sm_mask, unit=unit), edges=edges)
+    one = colours.joint([colours.fit(cms, coverage, unit=unit), colours.fit(sm, sm_mask, unit=unit)])
+    cms_png = panel.map_panel(canon.image, cms, coverage, one, edges=edges)  # one range: the same values
+    smooth_png = panel.map_panel(canon.image, sm, sm_mask, one, edges=edges)
     writers.save_png(out / "cms_smooth.png", smooth_png)
     group_png, diff_png, notes, tests, significant = {}, {}, [], {}, {}
     if grouping:
@@ -131,25 +152,32 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
             maps[g] = m
             body = panel.map_panel(canon.image, m, coverage, shared, edges=edges, legend=False)
             writers.save_png(out / f"cms_group_{g}.png", panel.with_legend(body, shared))
-            group_png[g] = panel.with_legend(body, shared, width=REPORT_PANEL)
+            group_png[f"{g} (n={sizes[g]})"] = panel.with_legend(body, shared, width=REPORT_PANEL)
             storage.save_npy(out / f"cms_group_{g}.npy", m.astype(np.float32))
         diff_png, tests, significant = _group_differences(
             canon, per, lab, drops, valid, sides, coverage, unit, permutations=permutations, alpha=alpha,
             test_images=test_images, test_side=test_side, rng=np.random.default_rng(seed))
+        test_words = (f"permutation test, {permutations} permutations, two-sided Welch t, max-T corrected, "
+                      f"alpha {alpha}")
         notes.append(f"Permutation test: {permutations} permutations, two-sided Welch t, max-T corrected, "
                      f"alpha {alpha}, on at most {test_images} images per group (seeded random sample), "
                      f"maps at most {test_side} px.")
+        diff_png = {f"{name}: {tests[name]['significant_pixels']} of {tests[name]['covered_pixels']} pixels "
+                    f"significant ({test_words}; {tests[name]['images'][0]} vs {tests[name]['images'][1]} images)": im
+                    for name, im in diff_png.items()}
+    class_png = _class_panels(canon, z, sides, coverage, summary, cms, edges, reduce, unit)
     table, md = regions.shares_table(maps, masks, coverage)
     storage.write_json(out / "regions.json", {"regions": table, "group_tests": tests})
     storage.write_text(out / "regions.md", md)
     cache = landmark_cache(out_dir, align_cache)
     try:
-        faces, face_notes = top_faces(files, drops, valid, canon, masks, summary, k=top_k, cache_dir=cache)
+        faces, face_notes = top_faces(files, drops, valid, canon, masks, summary, k=top_k, cache_dir=cache,
+                                      targets=z.get("targets"), clean=z.get("clean"))
     except Exception as e:  # the example faces are an illustration: never lose the report to them
         faces, face_notes = {}, [f"No example faces: {type(e).__name__}: {e}"]
     write_report(out / "report.html", summary=summary, cms_png=cms_png, smooth_png=smooth_png,
                  regions={k: v["share"] for k, v in table.items()},
                  densities={k: v["density"] for k, v in table.items()}, groups=group_png,
-                 diffs=diff_png, notes=notes, top_faces=faces, face_notes=face_notes)
+                 diffs=diff_png, notes=notes, top_faces=faces, face_notes=face_notes, classes=class_png)
     return {"regions": table, "group_tests": tests, "markdown": md, "significant": significant, "top_faces": {
         r: [(x["file"], x["value"]) for x in v["faces"]] for r, v in faces.items()}}

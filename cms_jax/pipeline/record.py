@@ -28,6 +28,8 @@ class RunRecord:
       forward: 'dense' or 'incremental' (what the engine runs).
       forward_note: why an ``incremental='auto'`` run is dense ('' otherwise).
       backend_probe: ``onnx_backend='auto'`` on an ONNX model: both runtimes' rates and the choice.
+      classes: the model's output names, one per column (summary.json ``model_classes``: the report
+        names each explained target by them).
     """
     cfg: object
     canon: CanonicalFace
@@ -36,6 +38,7 @@ class RunRecord:
     forward: str
     forward_note: str = ""
     backend_probe: dict | None = None
+    classes: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, cfg, scorer) -> "RunRecord":
@@ -45,4 +48,5 @@ class RunRecord:
                  **({"model_card": m.card_note} if getattr(m, "card_note", "") else {}),
                  "crop_policy": m.crop_policy, "crop_margin": float(m.crop_margin)}
         return cls(cfg, scorer.canon, model, int(scorer.patch), scorer.backend.forward,
-                   scorer.backend.forward_note, scorer.backend_probe)
+                   scorer.backend.forward_note, scorer.backend_probe,
+                   tuple(str(c) for c in getattr(m, "class_names", ())))

@@ -13,6 +13,8 @@ import shlex
 import cv2
 import numpy as np
 
+from cms_jax.pipeline.report_explain import card_banner, reproduce
+
 PALETTE = ("#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214", "#35978f", "#8c510a", "#c51b7d")
 
 
@@ -28,8 +30,10 @@ def img(rgb: np.ndarray, width: int | None = None, fmt: str = "png", alt: str = 
             f'src="data:image/{fmt};base64,{data}">')
 
 
-def figure(image_html: str, caption: str) -> str:
-    return f"<figure>{image_html}<figcaption>{caption}</figcaption></figure>"
+def figure(image_html: str, caption: str, cls: str = "") -> str:
+    """An image with its caption; ``cls`` is the caption's class (e.g. 'face', which the browser test reads)."""
+    attr = f" class='{cls}'" if cls else ""
+    return f"<figure>{image_html}<figcaption{attr}>{caption}</figcaption></figure>"
 
 
 def table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
@@ -101,7 +105,10 @@ def canonical_side(summary: dict) -> str:
 
 
 def header(summary: dict, unit: str) -> str:
-    """Who, what, how fast, how: model, images, skipped (reasons and counts), speed, maps, command."""
+    """Who, what, how fast, how: model, images, skipped (reasons and counts), speed, maps, command.
+
+    A model loaded without a card gets a banner first (`report_explain.card_banner`); the command
+    sets the run's CMS_JAX_ASSETS (summary.json ``assets``) so it works in a new shell."""
     s = summary
     skipped = s.get("images_skipped", [])
     reasons = s.get("skipped_reasons") or {}
@@ -125,4 +132,5 @@ def header(summary: dict, unit: str) -> str:
                  f"the {canvas} px canvas; CMS = {html.escape(str(s.get('reduce', 'mean')))} of the CIS maps (Eq. 6)"),
     ]
     out = "<table class='head'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
-    return out + f"<p>Reproduce:</p><pre>{html.escape(command_line(s))}</pre>"
+    return (card_banner(s) + out + "<p>Reproduce (in a new shell):</p>"
+            f"<pre>{html.escape(reproduce(s, command_line(s)))}</pre>")

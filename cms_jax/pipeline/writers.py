@@ -97,6 +97,8 @@ def summary(record, fidelity, *, images_done: int, total: int, skipped: list[dic
         "fingerprint": cfg.fingerprint(),
         "argv": list(sys.argv),  # the command line of this process (the report shows it)
         "cwd": os.getcwd(),
+        "model_classes": list(record.classes),  # the report's names of the explained targets
+        "assets": os.environ.get("CMS_JAX_ASSETS"),  # the report's Reproduce line sets it again
     }
 
 

@@ -72,9 +72,9 @@ class Scale:
         return table[np.round(self.position(values) * (len(table) - 1)).astype(np.int64)]
 
     def ticks(self) -> list[float]:
-        """The colour bar's labelled values: its ends, and zero when it lies inside."""
+        """The colour bar's labelled values: its ends, and zero when it lies inside (any table)."""
         out = [self.lo, self.hi]
-        if self.diverging and self.lo < 0 < self.hi:
+        if self.lo < 0 < self.hi:
             out.insert(1, 0.0)
         return out
 
