@@ -82,7 +82,64 @@ _MAX_FAILED = flags.DEFINE_integer("max_failed_chunks", 3, "Stop (exit 2) when t
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 CelebA samples.")
 
 
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RunFailed)
+
+
+def _fail(message, verbosity):
+    """Print one `cms: error: ...` line (a traceback too at --verbosity>=1) and exit 2."""
+    if verbosity >= 1:
+        import traceback
+        traceback.print_exc()
+    print(f"cms: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+_HELP_GROUPS = (
+    ("Basic", "model images out_dir max_images resume overwrite groups label_from target"),
+    ("Scoring", "score patch_size fill subdivision visibility canvas reduce reference incremental dtype approx_tau"
+                " onnx_backend max_skip_fraction max_failed_chunks"),
+    ("Performance", "workers batch_size chunk_images checkpoint_every_s align_cache"),
+    ("Multi-host", "num_processes process_id coordinator"),
+    ("Testing", "smoke"),
+)
+
+
+def _print_help():
+    """The job's flags, grouped, basic ones first; absl's full list stays under --helpfull."""
+    print(__doc__.strip().splitlines()[0] + "\n\nUsage: cms-jax [flags]  (or python -m experiments.cms [flags])")
+    for title, names in _HELP_GROUPS:
+        print(f"\n{title}:")
+        for name in names.split():
+            flag = flags.FLAGS[name]
+            prefix = "--[no]" if flag.boolean else "--"
+            default = "unset" if flag.default is None else repr(flag.default)
+            print(f"  {prefix}{name}: {flag.help}\n    (default: {default})")
+    print("\nAll flags, absl's included: --helpfull")
+
+
+def _parse_flags(argv):
+    """absl's parser, but a bad flag value is a user error: one line and exit 2, not exit 1."""
+    if any(a in ("--help", "-help", "-h", "--helpshort", "-?") for a in argv[1:]):
+        _print_help()
+        sys.exit(0)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"cms: error: {e}", file=sys.stderr)
+        print("cms: run with --help for the flags", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
+    """Runs the job; user errors (bad config, missing files, RunFailed) end in one line and exit 2."""
+    verbosity = flags.FLAGS.verbosity  # read now: _main lowers absl's verbosity for Orbax
+    try:
+        _main(argv)
+    except _USER_ERRORS as e:
+        _fail(f"the run failed: {e}" if isinstance(e, RunFailed) else str(e), verbosity)
+
+
+def _main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
     cfg = RunConfig(model="tiny" if _SMOKE.value else _MODEL.value, images=_IMAGES.value,
@@ -93,21 +150,22 @@ def main(argv):
                     target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,
                     incremental="auto" if _INCREMENTAL.value is None else _INCREMENTAL.value, dtype=_DTYPE.value,
                     approx_tau=_APPROX.value)
-    try:
-        summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value,
-                          workers=_WORKERS.value,
-                          num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
-                          checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
-                          align_cache=_ALIGN_CACHE.value or None,
-                          policy=FailurePolicy(_MAX_FAILED.value, _MAX_SKIP.value))
-    except RunFailed as e:
-        print(f"cms: the run failed: {e}", file=sys.stderr)
-        sys.exit(2)
+    summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value,
+                      workers=_WORKERS.value,
+                      num_processes=_NPROC.value, process_id=_PID.value, coordinator=_COORD.value,
+                      checkpoint_every_s=_CKPT_S.value, chunk_images=_CHUNK.value,
+                      align_cache=_ALIGN_CACHE.value or None,
+                      policy=FailurePolicy(_MAX_FAILED.value, _MAX_SKIP.value))
     if summary is not None:
         print(f"CMS of {summary['model']} over {summary['images_done']}/{summary['images_total']} images "
               f"({len(summary['images_skipped'])} skipped) in {summary['seconds']:.1f}s "
-              f"({summary['faces_per_second']:.2f} faces/s) -> {_OUT_DIR.value}/cms.png")
+              f"({summary['faces_per_second']:.2f} faces/s) -> {_OUT_DIR.value}/report.html")
+
+
+def console():
+    """The `cms-jax` console command (pyproject.toml [project.scripts]): the main job."""
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console()

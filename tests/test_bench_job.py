@@ -93,3 +93,27 @@ def test_keras_procedure_gives_the_engines_drops():
 def test_only_keras_files_get_a_keras_reference():
     assert kr.keras_file("tiny") is None and kr.keras_file("vgg_face_random") is None
     assert kr.TF_MISSING.startswith("n/a: ")
+
+
+def test_flops_done_counts_every_computed_copy_at_its_programs_flops():
+    """`bench.job.flops_done` (the bench's "fraction of matmul" numerator) against a hand count.
+
+    tiny VGG at 32 px, 2 FLOPs per multiply-accumulate of its real (unpadded) taps: the closed form
+    `vgg_flops` (1,242,720); XLA's count adds biases, ReLUs and pools (within 5%). A dense run computes
+    ``computed`` occluded copies plus one clean pass per image at that count; an incremental run's
+    copies cost less than a dense pass each, and more than nothing.
+    """
+    from cms_jax.bench.job import flops_done
+    from cms_jax.models import flops, load
+    from cms_jax.models.flops import vgg_flops
+    from cms_jax.models.vgg import TINY
+    from cms_jax.pipeline import RunConfig
+
+    clean = flops(load("tiny"))
+    assert vgg_flops(TINY) == 1_242_720 and abs(clean / vgg_flops(TINY) - 1) < 0.05
+    cfg = RunConfig(model="tiny")
+    run = {"work_items": {"computed": 10}, "images_done": 2, "patch_size": 3}
+    assert flops_done(cfg, {**run, "forward": "dense"}) == 12 * clean
+    per_copy = (flops_done(cfg, {**run, "forward": "incremental"}) - 2 * clean) / 10
+    assert 0.05 * clean < per_copy < clean
+    assert flops_done(cfg, {**run, "forward": "dense", "work_items": {}}) is None  # nothing recorded

@@ -8,7 +8,6 @@ dense process.
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,12 +39,9 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared_dir):
+def images(tmp_path_factory, celeba_copy):
     d = tmp_path_factory.mktemp("faces")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[20:31]:
-        shutil.copy(os.path.join(src, name), d / name)
-    (d / "zz_bad.jpg").write_text("not an image")
+    celeba_copy(d, 11, start=20, bad=True)
     names = sorted(p.name for p in d.iterdir())
     (d / "groups.csv").write_text("file,group\n" + "".join(f"{n},{'AB'[i % 2]}\n" for i, n in enumerate(names)))
     return str(d)

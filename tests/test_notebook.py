@@ -1,6 +1,5 @@
 """The notebook API (`cms_jax.explain`, `overlay`, `show`): the main job's numbers, in one call."""
 import os
-import shutil
 
 import cv2
 import numpy as np
@@ -15,12 +14,10 @@ NAMES = load("tiny").class_names
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, shared_dir):
+def photos(tmp_path_factory, celeba_copy):
     """Three CelebA faces and a faceless image."""
     d = tmp_path_factory.mktemp("photos")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:3]:
-        shutil.copy(os.path.join(src, name), d / name)
+    celeba_copy(d, 3)
     cv2.imwrite(str(d / "zz_blank.png"), np.full((120, 100, 3), 128, np.uint8))
     return sorted(str(p) for p in d.iterdir())
 

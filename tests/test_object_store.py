@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -108,13 +107,8 @@ def _cmd(images, out, cache, extra=()):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared_dir):
-    d = tmp_path_factory.mktemp("faces")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:6]:
-        shutil.copy(os.path.join(src, name), d / name)
-    (d / "zz_bad.jpg").write_text("not an image")
-    return str(d)
+def images(tmp_path_factory, celeba_copy):
+    return celeba_copy(tmp_path_factory.mktemp("faces"), 6, bad=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ calls `exit_with_parent`, and is SIGKILLed.
 """
 import multiprocessing
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -72,13 +71,9 @@ def _wait_gone(procs, timeout: float = GONE_S) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared_dir):
+def images(tmp_path_factory, celeba_copy):
     # More files than the loader prepares ahead (64): its workers wait on the job, alive, until killed.
-    d = tmp_path_factory.mktemp("faces")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:100]:
-        shutil.copy(os.path.join(src, name), d / name)
-    return str(d)
+    return celeba_copy(tmp_path_factory.mktemp("faces"), 100)
 
 
 def _job(images, out):

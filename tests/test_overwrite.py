@@ -1,6 +1,5 @@
 """``--overwrite``: a finished run is replaced (landmark cache kept); a folder without a run is never cleared."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -10,12 +9,8 @@ from cms_jax.pipeline.overwrite import clear_run
 
 
 @pytest.fixture(scope="module")
-def two_faces(tmp_path_factory, shared_dir):
-    d = tmp_path_factory.mktemp("faces")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:2]:
-        shutil.copy(os.path.join(src, name), d / name)
-    return str(d)
+def two_faces(tmp_path_factory, celeba_copy):
+    return celeba_copy(tmp_path_factory.mktemp("faces"), 2)
 
 
 def test_overwrite_replaces_a_finished_run(two_faces, tmp_path):
@@ -43,3 +38,12 @@ def test_a_folder_without_a_run_is_refused(tmp_path):
         clear_run(str(tmp_path))
     assert (tmp_path / "thesis.tex").read_text() == "precious"
     assert clear_run(str(tmp_path / "absent")) == []
+
+
+def test_resume_without_a_checkpoint_says_so(two_faces, tmp_path):
+    """``--resume`` on a folder with no run is refused (naming it), not silently started afresh."""
+    out = tmp_path / "empty"
+    cfg = RunConfig(model="tiny", images=two_faces, batch_size=256)
+    with pytest.raises(FileNotFoundError, match=r"--resume: .*empty holds no run checkpoint to continue"):
+        run_job(cfg, str(out), workers=0, resume=True)
+    assert not (out / "drops.npz").exists() and not (out / "summary.json").exists()

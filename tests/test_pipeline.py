@@ -3,7 +3,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 
 import cv2
 import jax
@@ -14,12 +13,11 @@ from cms_jax.pipeline import RunConfig, run_job
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory, shared_dir):
+def image_dir(tmp_path_factory, shared_dir, celeba_copy):
     """Five CelebA faces plus three bad files: truncated JPEG, text named .jpg, a faceless image."""
     d = tmp_path_factory.mktemp("images")
+    celeba_copy(d, 5)
     src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:5]:
-        shutil.copy(os.path.join(src, name), d / name)
     data = open(os.path.join(src, sorted(os.listdir(src))[0]), "rb").read()
     (d / "zz_truncated.jpg").write_bytes(data[: len(data) // 3])
     (d / "zz_text.jpg").write_text("not an image")

@@ -2,7 +2,6 @@
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,13 +32,8 @@ def _steps(out):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, shared_dir):
-    d = tmp_path_factory.mktemp("faces")
-    src = os.path.join(shared_dir, "faces", "celeba_samples", "images")
-    for name in sorted(os.listdir(src))[:23]:
-        shutil.copy(os.path.join(src, name), d / name)
-    (d / "zz_bad.jpg").write_text("not an image")
-    return str(d)
+def images(tmp_path_factory, celeba_copy):
+    return celeba_copy(tmp_path_factory.mktemp("faces"), 23, bad=True)
 
 
 def test_sigkill_three_times_then_resume_equals_uninterrupted(images, tmp_path):

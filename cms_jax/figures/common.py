@@ -14,7 +14,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cms_jax import viz
+from cms_jax import storage, viz
 from cms_jax.align.canonical import CanonicalFace
 from cms_jax.pipeline import RunConfig, read_run, run_job
 from cms_jax.projection import square_coverage
@@ -84,17 +84,16 @@ def run_or_reuse(cfg: RunConfig, out_dir: str, *, workers: int = 2, align_cache:
 
     Args:
       cfg: what to compute.
-      out_dir: the run's folder (created).
+      out_dir: the run's folder (created) or object-store URL (through `storage`).
       workers: host processes for alignment (0 = in this process).
       align_cache: landmark cache folder shared between runs (default inside ``out_dir``).
       show_progress: print count, rate and ETA to stderr.
     """
-    summ = os.path.join(out_dir, "summary.json")
-    if os.path.exists(summ):
-        with open(summ) as fh:
-            if json.load(fh).get("fingerprint") == cfg.fingerprint():
-                return load_run(out_dir)
-    resume = os.path.isdir(os.path.join(out_dir, "checkpoints"))
+    out = storage.path(out_dir)  # a folder or an object-store URL, as the job's own outputs
+    summ = out / "summary.json"
+    if summ.exists() and json.loads(summ.read_text()).get("fingerprint") == cfg.fingerprint():
+        return load_run(out_dir)
+    resume = (out / "checkpoints").is_dir()
     run_job(cfg, out_dir, workers=workers, resume=resume, align_cache=align_cache,
             show_progress=show_progress)
     return load_run(out_dir)

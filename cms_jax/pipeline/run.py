@@ -150,8 +150,15 @@ def open_run(cfg: RunConfig, out_dir, *, scorer: Scorer | None = None, sums: Run
 
 def _restore(run: OpenRun, resume: bool) -> None:
     """Continue from this process's latest checkpoint, if any (refused when it does not fit)."""
+    import jax
+
     restored = run.ckpt.restore(run.sums.checkpoint(0)) if run.ckpt.latest_step() is not None else None
     if restored is None:
+        # One process: nothing to continue is a mistake worth saying. In a multi-process run a process
+        # killed before its first checkpoint legitimately starts its share afresh.
+        if resume and jax.process_count() == 1:
+            raise FileNotFoundError(f"--resume: {run.work} holds no run checkpoint to continue; run without "
+                                    "--resume to start it")
         return
     state, meta = restored
     problem, cfg = None, run.cfg
