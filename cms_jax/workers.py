@@ -20,6 +20,10 @@ cycle. Each worker calls `exit_with_parent` once, first thing, with the
   re-parented). It also covers the race of a parent dead before the worker
   got this far: the first check is immediate.
 
+Workers also ignore SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole
+process group, a preempted machine's SIGTERM every process, and the job, not
+its workers, decides how to stop (`pipeline.interrupt`).
+
 The hooks: ``multiprocessing.Pool``'s ``initializer`` for the landmarker pool;
 for Grain, the unpickling of the ``_PrepareFace`` transform in the worker
 (its ``__setstate__``), because Grain 0.2.18's ``DataLoader`` takes no
@@ -75,6 +79,7 @@ def exit_with_parent(parent_pid: int, pdeathsig: bool = False, poll_s: float = P
     if os.getpid() == parent_pid or parent_pid in _GUARDED:
         return False
     _GUARDED.add(parent_pid)
+    _ignore_stop_signals()
     if pdeathsig and sys.platform.startswith("linux"):
         _set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before we got here
@@ -82,6 +87,16 @@ def exit_with_parent(parent_pid: int, pdeathsig: bool = False, poll_s: float = P
     threading.Thread(target=_watch, args=(parent_pid, poll_s), name="exit-with-parent",
                      daemon=True).start()
     return True
+
+
+def _ignore_stop_signals() -> None:
+    # A terminal's Ctrl-C goes to the whole process group, a preempted machine's SIGTERM to every
+    # process: the job stops itself at its next chunk (`pipeline.interrupt`) and its workers exit
+    # with it; a worker that died first would only break the loader under it. Only the main
+    # thread may set handlers.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _set_pdeathsig(sig: int) -> None:

@@ -15,8 +15,12 @@ process per host with --num_processes, --process_id and --coordinator
 each process may have its own --out_dir, nothing is shared on disk, and
 process 0 writes the outputs. A systematic failure (no image scored, the
 same exception in --max_failed_chunks chunks in a row, more than
---max_skip_fraction skipped) exits with status 2 and says why.
+--max_skip_fraction skipped) exits with status 2 and says why. Ctrl-C (SIGINT)
+or SIGTERM (preemption) finishes the images being scored, saves a checkpoint,
+prints the command that resumes and exits 130 / 143; a second one stops at once.
 """
+import os
+import shlex
 import sys
 
 from absl import app, flags, logging
@@ -25,7 +29,7 @@ from cms_jax.accumulate import REDUCES
 from cms_jax.models.foreign import ONNX_BACKENDS
 from cms_jax.forward import DTYPES
 from cms_jax.occlusion import SCORES
-from cms_jax.pipeline import FailurePolicy, RunConfig, RunFailed, run_job
+from cms_jax.pipeline import FailurePolicy, Interrupted, RunConfig, RunFailed, catch_signals, run_job
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir (HDF5, ONNX, Orbax).")
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images "
@@ -134,9 +138,23 @@ def main(argv):
     """Runs the job; user errors (bad config, missing files, RunFailed) end in one line and exit 2."""
     verbosity = flags.FLAGS.verbosity  # read now: _main lowers absl's verbosity for Orbax
     try:
-        _main(argv)
+        with catch_signals():  # from here on a signal stops the run cleanly (a checkpoint if any scored)
+            _main(argv)
     except _USER_ERRORS as e:
         _fail(f"the run failed: {e}" if isinstance(e, RunFailed) else str(e), verbosity)
+    except Interrupted as e:
+        print(f"\ncms: interrupted: {e}", file=sys.stderr)
+        print(f"cms: {'resume with' if e.resumable else 'nothing was scored yet; start again with'}: "
+              f"{resume_command(sys.argv, resume=e.resumable)}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+
+
+def resume_command(argv, *, resume: bool = True) -> str:
+    """The command line that continues this run: the same flags, --resume instead of --overwrite."""
+    prog = "cms-jax" if os.path.basename(argv[0]) == "cms-jax" else "python -m experiments.cms"
+    drop = ("--resume", "--noresume", "--overwrite", "--nooverwrite")
+    args = [a for a in argv[1:] if a.split("=")[0] not in drop]
+    return " ".join([prog, *map(shlex.quote, args)] + (["--resume"] if resume else []))
 
 
 def _main(argv):

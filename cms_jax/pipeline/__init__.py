@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from cms_jax.pipeline.config import RunConfig
 from cms_jax.data.failures import FailurePolicy, RunFailed
+from cms_jax.pipeline import interrupt
+from cms_jax.pipeline.interrupt import Interrupted, guard as catch_signals
 
 
 def default_images() -> str:
@@ -41,6 +43,7 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, overwrite: bo
       ValueError: ``resume`` and ``overwrite`` together.
       FileExistsError: ``overwrite`` on a folder that holds files but no run.
       RunFailed: a systematic failure (see `failures`), on every process.
+      Interrupted: SIGINT or SIGTERM; what was scored is in a checkpoint (`interrupt`).
     """
     import dataclasses
 
@@ -62,10 +65,11 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, overwrite: bo
         if jax.process_index() == 0:
             clear_run(out_dir)
         collective.wait_for_all("overwrite")  # no process starts before the old run is gone
-    scorer = Scorer(cfg)  # validates cfg
-    sums = RunSums(cfg, scorer.canon)  # the job's: combined over the processes at the end
-    summary = run_cms(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers,
-                      checkpoint_every_s=checkpoint_every_s, policy=policy, **kw)
+    with interrupt.guard():  # a signal while the model loads or compiles stops the run at its first chunk
+        scorer = Scorer(cfg)  # validates cfg
+        sums = RunSums(cfg, scorer.canon)  # the job's: combined over the processes at the end
+        summary = run_cms(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers,
+                          checkpoint_every_s=checkpoint_every_s, policy=policy, **kw)
     if "stopped_at" in summary:
         return summary
     if jax.process_index() != 0:
@@ -82,4 +86,5 @@ def read_run(out_dir, summary: dict | None = None):
     return read(out_dir, summary)
 
 
-__all__ = ["RunConfig", "RunFailed", "FailurePolicy", "run_job", "read_run", "default_images", "init_distributed"]
+__all__ = ["RunConfig", "RunFailed", "Interrupted", "catch_signals", "FailurePolicy", "run_job", "read_run",
+           "default_images", "init_distributed"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import time
 import traceback
 
@@ -29,7 +30,7 @@ from cms_jax.data.failures import FailurePolicy, RunFailed, reason_counts
 from cms_jax.data.image_list import expand_images
 from cms_jax.data.prepare import FacePreparer, process_range
 from cms_jax.data.progress import Progress, StageTimer, ThroughputLog
-from cms_jax.pipeline import writers
+from cms_jax.pipeline import interrupt, preflight, writers
 from cms_jax.pipeline.checkpoint import RunCheckpoint
 from cms_jax.pipeline.config import RunConfig
 from cms_jax.pipeline.reader import landmark_cache
@@ -106,13 +107,13 @@ class OpenRun:
         """Wall seconds of this run so far, earlier runs of it included."""
         return self.seconds_before + time.monotonic() - self.t_start
 
-    def meta(self, source, log) -> dict:
-        """The checkpoint's JSON: what a resume needs besides the sums."""
+    def meta(self, input_state: bytes, log) -> dict:
+        """The checkpoint's JSON: what a resume needs besides the sums (``input_state``: the loader's)."""
         backend = self.scorer.backend
         return {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(), "parts": self.parts,
                 "skipped": self.skipped, "seconds": self.seconds(), "done": self.done,
                 "files_total": len(self.all_files), "files_digest": _files_digest(self.all_files),
-                "shard": self.shard, "input_state": source.get_state().decode(), "throughput": log.rows,
+                "shard": self.shard, "input_state": input_state.decode(), "throughput": log.rows,
                 **backend.fidelity.as_dict(), "work_items": backend.engine.item_counts.as_dict()}
 
 
@@ -120,16 +121,23 @@ def open_run(cfg: RunConfig, out_dir, *, scorer: Scorer | None = None, sums: Run
              resume: bool = False, workers: int = 2, align_cache: str | None = None) -> OpenRun:
     """This process's share, folders, scoring, sums and target rule, and the checkpoint restored.
 
-    The target rule is checked against the model before any image is read; with ``--reference``
+    Sources that match no file stop the run first (`preflight`); partial matches and a card-less
+    model's defaults get a stderr line. The target rule is checked against the model before any
+    image is read; with ``--reference``
     the identities' mean embeddings are computed first (`references`). A checkpoint is refused
     unless ``resume``, and when the flags, the image list or the process count changed.
     """
     import jax
 
     t_start = time.monotonic()  # the run's seconds include building the scorer and the references
-    scorer = scorer or Scorer(cfg)  # validates cfg
     pi, pc = jax.process_index(), jax.process_count()
     all_files = expand_images(cfg.images, cfg.max_images)
+    notes = preflight.check(cfg, all_files)  # a source that matches nothing stops here, before any scoring
+    scorer = scorer or Scorer(cfg)  # validates cfg
+    if pi == 0:
+        for line in notes + [preflight.model_defaults(scorer.model)]:
+            if line:
+                print(f"cms: note: {line}", file=sys.stderr, flush=True)
     lo, hi = process_range(len(all_files))
     work = work_dir_for(out_dir, pi, pc)
     parts_dir = work / "drops_parts"
@@ -184,9 +192,13 @@ def _restore(run: OpenRun, resume: bool) -> None:
         backend.engine.item_counts.add_counts(meta["work_items"])
 
 
-def save_checkpoint(run: OpenRun, source, log) -> None:
-    """The sums, the loader's position and what is done, saved together (Orbax, atomic)."""
-    run.ckpt.save(run.done, run.sums.checkpoint(run.done), run.meta(source, log))
+def save_checkpoint(run: OpenRun, source, log, input_state: bytes | None = None) -> None:
+    """The sums, the loader's position and what is done, saved together (Orbax, atomic).
+
+    ``input_state``: the loader's position when it was last at a chunk boundary (default: now).
+    """
+    state = source.get_state() if input_state is None else input_state
+    run.ckpt.save(run.done, run.sums.checkpoint(run.done), run.meta(state, log))
 
 
 def _score_chunk(run: OpenRun, chunk, timer, host) -> list:
@@ -220,34 +232,66 @@ def _score_chunk(run: OpenRun, chunk, timer, host) -> list:
     return errors
 
 
+class _LoaderStopped(Exception):
+    """The loader failed after a stop signal."""
+
+
 def score_share(run: OpenRun, source, *, policy: FailurePolicy, timer, host, log, progress, chunk_images: int,
-                checkpoint_every_s: float, stop_after: int, label: str) -> bool:
+                checkpoint_every_s: float, stop_after: int, label: str, stop=None) -> bool:
     """Score this process's share from ``source`` (the loader), checkpointing on the way.
+
+    ``stop`` (`interrupt.StopRequest`) is read between chunks: after a SIGINT/SIGTERM the chunk in
+    hand is finished, a checkpoint saved and `interrupt.Interrupted` raised.
 
     Returns:
       True when stopped after ``stop_after`` images (a checkpoint is saved first), else False.
 
     Raises:
       RunFailed: the same failure in ``policy``'s chunks in a row.
+      Interrupted: a signal came before the share was done.
     """
     n, last_ckpt = len(run.files), time.monotonic()
-    for chunk in _chunks(timer.iterate(source, "prepare_wait"), chunk_images):
-        errors = _score_chunk(run, chunk, timer, host)
-        run.done += len(chunk)
-        log.update(run.done)
-        if progress:
-            progress.update(len(chunk), note=f"skipped {len(run.skipped)}")
-        policy.chunk(errors, f"{label}: {run.done} of {n} images read, {run.sums.count} scored, "
-                             f"{len(run.skipped)} skipped ({reason_counts(run.skipped)})")
-        if time.monotonic() - last_ckpt >= checkpoint_every_s or run.done == n:
-            with timer("checkpoint"):
-                save_checkpoint(run, source, log)
-            last_ckpt = time.monotonic()
-        if stop_after and run.done >= stop_after and run.done < n:
-            save_checkpoint(run, source, log)
-            return True
+    stop = interrupt.StopRequest() if stop is None else stop
+
+    def progress_now(resumable=True):
+        return dict(done=run.done, total=n, scored=run.sums.count, resumable=resumable)
+
+    stop.raise_if_set(**progress_now(run.ckpt.latest_step() is not None))  # a signal while the run opened
+    boundary = source.get_state()  # the loader's position after the last whole chunk
+
+    def read(files):
+        try:
+            yield from files
+        except Exception as e:
+            if stop:  # the loader failed after the signal (a worker it reached before ignoring SIGINT)
+                raise _LoaderStopped from e
+            raise
+
+    try:
+        for chunk in _chunks(read(timer.iterate(source, "prepare_wait")), chunk_images):
+            errors = _score_chunk(run, chunk, timer, host)
+            run.done += len(chunk)
+            boundary = source.get_state()
+            log.update(run.done)
+            if progress:
+                progress.update(len(chunk), note=f"skipped {len(run.skipped)}")
+            policy.chunk(errors, f"{label}: {run.done} of {n} images read, {run.sums.count} scored, "
+                                 f"{len(run.skipped)} skipped ({reason_counts(run.skipped)})")
+            if time.monotonic() - last_ckpt >= checkpoint_every_s or run.done == n or (stop and run.done < n):
+                with timer("checkpoint"):
+                    save_checkpoint(run, source, log, boundary)
+                last_ckpt = time.monotonic()
+            if run.done < n:
+                stop.raise_if_set(**progress_now())
+            if stop_after and run.done >= stop_after and run.done < n:
+                save_checkpoint(run, source, log, boundary)
+                return True
+    except _LoaderStopped:
+        # What is scored is saved at the last chunk boundary; the chunk being read is redone on resume.
+        save_checkpoint(run, source, log, boundary)
+        stop.raise_if_set(**progress_now())
     if run.ckpt.latest_step() is None:  # empty shard: still leave a checkpoint
-        save_checkpoint(run, source, log)
+        save_checkpoint(run, source, log, boundary)
     return False
 
 
@@ -294,33 +338,36 @@ def run_cms(cfg: RunConfig, out_dir: str, *, scorer: Scorer | None = None, sums:
 
     Raises:
       RunFailed: a systematic failure, here or in another process (see `failures`).
+      Interrupted: SIGINT or SIGTERM (`interrupt`): what was scored is in a checkpoint.
     """
     import jax
 
-    run = open_run(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers, align_cache=align_cache)
-    pi, pc = jax.process_index(), jax.process_count()
-    policy = policy or FailurePolicy()
-    timer, host = StageTimer(), StageTimer()
-    log = ThroughputLog(run.rows, done=run.done, seconds_before=run.seconds_before)
-    progress = Progress(len(run.files), done=run.done, label=f"cms p{pi}") if show_progress else None
-    with timer("pool"):
-        preparer = FacePreparer(run.scorer.model, workers=workers, cache_dir=run.cache)
-        source = preparer.loader(run.files, state=run.input_state)
-    error = None
-    try:
-        if score_share(run, source, policy=policy, timer=timer, host=host, log=log, progress=progress,
-                       chunk_images=chunk_images, checkpoint_every_s=checkpoint_every_s, stop_after=stop_after,
-                       label=f"process {pi}"):
-            return {"stopped_at": run.done}
-    except RunFailed as e:
-        error = f"process {pi}: {e}"
-    except Exception:  # anything else: the other processes must still hear of it
-        error = f"process {pi}: {traceback.format_exc()}"
-        if pc == 1:
-            raise
-    finally:
+    with interrupt.guard() as stop:  # SIGINT/SIGTERM: a checkpoint at the next chunk, then Interrupted
+        run = open_run(cfg, out_dir, scorer=scorer, sums=sums, resume=resume, workers=workers,
+                       align_cache=align_cache)
+        pi, pc = jax.process_index(), jax.process_count()
+        policy = policy or FailurePolicy()
+        timer, host = StageTimer(), StageTimer()
+        log = ThroughputLog(run.rows, done=run.done, seconds_before=run.seconds_before)
+        progress = Progress(len(run.files), done=run.done, label=f"cms p{pi}") if show_progress else None
         with timer("pool"):
-            preparer.close()
-        with timer("checkpoint"):
-            run.ckpt.close()  # waits for a pending save
-    return finish(run, out_dir, error=error, policy=policy, timer=timer, host=host, log=log)
+            preparer = FacePreparer(run.scorer.model, workers=workers, cache_dir=run.cache)
+            source = preparer.loader(run.files, state=run.input_state)
+        error = None
+        try:
+            if score_share(run, source, policy=policy, timer=timer, host=host, log=log, progress=progress,
+                           chunk_images=chunk_images, checkpoint_every_s=checkpoint_every_s, stop_after=stop_after,
+                           label=f"process {pi}", stop=stop):
+                return {"stopped_at": run.done}
+        except RunFailed as e:
+            error = f"process {pi}: {e}"
+        except Exception:  # anything else: the other processes must still hear of it
+            error = f"process {pi}: {traceback.format_exc()}"
+            if pc == 1:
+                raise
+        finally:
+            with timer("pool"):
+                preparer.close()
+            with timer("checkpoint"):
+                run.ckpt.close()  # waits for a pending save
+        return finish(run, out_dir, error=error, policy=policy, timer=timer, host=host, log=log)
