@@ -88,6 +88,9 @@ DATASETS = {
         "utkface_22k": ("faces/utkface_22k", "UTKFace: non-commercial research only",
                         "21,896 more UTKFace aligned crops (GitHub mattans/AgeProgression, "
                         "data/UTKFace/unlabeled/), 200x200 JPEG, no overlap with faces/utkface"),
+        "lfw": ("faces/lfw", "LFW (UMass Amherst): for research",
+                "3,004 deep-funneled LFW photos of 837 people, 2 to 8 each (GitHub braun-steven/dfi-tensorflow, "
+                "data/lfw-deepfunneled/<name>/), flattened into one folder of First_Last_NNNN.jpg files"),
 }
 
 
@@ -95,6 +98,7 @@ DATASETS = {
 # ("<sha256>  <relative path>\n" per file, sorted by path), which pins every byte of every file.
 DATASET_DIGESTS = {
     "utkface_22k": (21896, "dfcd2f45e558334d2cef3d75dc535ba21e9c008a527c2de39ce648c4d788a3e6"),
+    "lfw": (3004, "37b5ce3910234271326f587465a0dbc91e6f68123921fccceef319aa204b4e15"),
 }
 
 

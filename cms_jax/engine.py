@@ -29,9 +29,10 @@ class EngineResult:
     """Output of :meth:`OcclusionEngine.run`.
 
     Attributes:
-        drops: (N, V) float32 drops S_v (Eq. 1); 0 where ``valid`` is False.
+        drops: (N, V) float32 drops S_v (Eq. 1); 0 where ``valid`` is False. (N, V, R) with
+            R references per image.
         targets: (N,) int32 class c scored for each image (0 for embeddings).
-        clean: (N,) float32 phi(I, c) of the unoccluded images.
+        clean: (N,) float32 phi(I, c) of the unoccluded images; (N, R) with R references.
         valid: (N, V) bool, the vertices that were scored.
     """
     drops: np.ndarray
@@ -133,7 +134,9 @@ class OcclusionEngine:
             valid: (N, V) or (V,) bool; False vertices (e.g. invisible) are skipped.
             targets: (N,) class per image; default the predicted class. For an
                 embedding model, (N, D) reference embeddings; default each
-                image's own clean embedding (self-cosine).
+                image's own clean embedding (self-cosine); or (N, R, D): R
+                references per image, scored from the same occluded copies
+                (drops (N, V, R), clean (N, R); zero rows are padding).
             patch_size: occlusion side in input pixels; 0: the engine's, and if
                 that is 0 too, 15 px at 224 scaled with H.
             fill: value written into the occluded square.
@@ -159,9 +162,9 @@ class OcclusionEngine:
         sz = occ.check_patch_size(patch_size or self.patch_size, h)
         if self.mode == "cosine":
             tgt_in = self.embed(images) if targets is None else np.asarray(targets, np.float32)
-            if tgt_in.ndim != 2 or tgt_in.shape[0] != n:
-                raise ValueError(f"an embedding model's targets are (N, D) reference embeddings with N={n}, "
-                                 f"got shape {tgt_in.shape}")
+            if tgt_in.ndim not in (2, 3) or tgt_in.shape[0] != n:
+                raise ValueError(f"an embedding model's targets are (N, D) or (N, R, D) reference embeddings "
+                                 f"with N={n}, got shape {tgt_in.shape}")
         else:
             if targets is None and self.output == "regression":
                 raise ValueError("a regression model has no predicted class: give targets, the index of the "
@@ -171,8 +174,9 @@ class OcclusionEngine:
             k = self.strategy.num_outputs(images.shape[1:])
             if (tgt_in < 0).any() or (tgt_in >= k).any():
                 raise ValueError(f"targets must be class indices in [0, {k}), got {tgt_in.tolist()}")
-        drops = np.zeros((n, v), np.float32)
-        out_tgt, out_clean = np.zeros(n, np.int32), np.zeros(n, np.float32)
+        refs = tgt_in.shape[1:-1] if self.mode == "cosine" else ()  # (R,) with several references per image
+        drops = np.zeros((n, v) + refs, np.float32)
+        out_tgt, out_clean = np.zeros(n, np.int32), np.zeros((n,) + refs, np.float32)
         g = self.strategy.block_size(self.block, images.shape[1:], sz)
         for g0 in range(0, n, g):
             m = min(g, n - g0)
@@ -194,7 +198,7 @@ class OcclusionEngine:
                 phi, _ = self.strategy.step(carry, shd.pad_to(ui[s:e], p.size), shd.pad_to(ub[s:e], p.size),
                                            shd.pad_to(item_tgt[s:e], p.size), fill)
                 pending.append((s, e, phi))
-            scored = np.zeros(len(ui), np.float32)
+            scored = np.zeros((len(ui),) + refs, np.float32)
             for s, e, phi in pending:
                 scored[s:e] = occ.drops_from_confidences(out_clean[g0 + ui[s:e]], np.asarray(phi)[:e - s])
             drops[g0 + ii, vv] = scored[inverse]

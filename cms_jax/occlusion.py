@@ -170,9 +170,14 @@ def cosine_confidence(outputs: jax.Array, reference: jax.Array) -> tuple[jax.Arr
 
     The drop S_v = phi(I) - phi(I_v) of Eq. 1 then says how far occluding the square moves the
     embedding away from the reference (its own clean embedding: "how much the identity moves").
+    With (B, R, D) references each row is scored against R of them at once, phi (B, R): one
+    occluded probe against every gallery photo it is paired with (`cms_jax.verify`). An all-zero
+    reference (padding) scores 0.
     """
     o = outputs.astype(jnp.float32)
     r = reference.astype(jnp.float32)
+    if r.ndim == o.ndim + 1:
+        o = o[:, None, :]
     num = (o * r).sum(-1)
     den = jnp.sqrt((o * o).sum(-1) * (r * r).sum(-1))
     return jnp.where(den > 0, num / jnp.maximum(den, 1e-30), 0.0), jnp.zeros(o.shape[0], jnp.int32)

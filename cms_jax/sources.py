@@ -7,6 +7,8 @@ Fig. 5 ``--by``) all name a per-file value the same way:
                              FIELD is race | gender | age_decade | age_bin
   csv:PATH                   a CSV of ``file,value`` rows (header and ``#`` lines skipped)
   celeba:PATH:ATTRIBUTE      CelebA's ``list_attr_celeba.txt`` (ATTRIBUTE / not_ATTRIBUTE)
+  lfw:identity               an LFW-style name ``First_Last_0001.jpg``: the person, ``First_Last``
+                             (an identity source: its values are not known before the files are)
 
 Specs combine with ``+`` (``utkface:gender+race``, ``utkface:race+csv:PATH``): the value
 is the parts' values joined by ``/`` ('female/Asian'), None when any part is None; a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from typing import Callable, Sequence
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Other")   # UTKFace race codes 0-4
@@ -29,7 +32,15 @@ UTK_GENDERS = ("male", "female")                             # UTKFace gender co
 # The words a model's class names may use for each gender value (matched case-insensitively).
 GENDER_SYNONYMS = {"male": ("man", "male", "men", "m"), "female": ("woman", "female", "women", "f")}
 UTK_FIELDS = ("race", "gender", "age_decade", "age_bin")
-SPEC_HELP = "utkface:race|gender|age_decade|age_bin, csv:PATH or celeba:PATH:ATTRIBUTE"
+SPEC_HELP = "utkface:race|gender|age_decade|age_bin, csv:PATH, celeba:PATH:ATTRIBUTE or lfw:identity"
+_LFW_NUMBER = re.compile(r"^(?P<person>.+)_(?P<number>\d{4})$")
+
+
+def lfw_identity(path) -> str | None:
+    """The person of an LFW-style file name (``Aaron_Eckhart_0001.jpg`` -> 'Aaron_Eckhart'), or None."""
+    stem = os.path.basename(os.fspath(path)).split(".")[0]
+    m = _LFW_NUMBER.match(stem)
+    return m.group("person") if m else None
 
 
 def utkface_record(path) -> dict | None:
@@ -131,6 +142,10 @@ def parse(spec: str) -> tuple[str, str, str]:
         path, _, attr = rest.rpartition(":")
         if path and attr:
             return kind, path, attr
+    if kind == "lfw":
+        if rest != "identity":
+            raise ValueError(f"{spec!r}: the lfw source has one field, identity (lfw:identity)")
+        return kind, rest, ""
     raise ValueError(f"{spec!r}: expected {SPEC_HELP}")
 
 
@@ -165,6 +180,8 @@ def reader(spec: str) -> Callable[[Sequence], list[str | None]]:
     kind, arg, attr = parse(spec)
     if kind == "utkface":
         return lambda files: [utkface_value(f, arg) for f in files]
+    if kind == "lfw":
+        return lambda files: [lfw_identity(f) for f in files]
     if kind == "csv":
         table = read_file_table(arg)
     else:
@@ -186,6 +203,9 @@ def values(spec: str) -> tuple[str, ...]:
             combos = [c + (v,) for c in combos for v in values(p)]
         return tuple(sorted("/".join(c) for c in combos))
     kind, arg, attr = parse(spec)
+    if kind == "lfw":
+        raise ValueError(f"{spec!r} names people, whose set is known only from the files: it is an identity "
+                         f"source (experiments/verify.py --identity), not a class or group source")
     if kind == "utkface":
         return tuple(sorted({"race": UTK_RACES, "gender": UTK_GENDERS,
                              "age_decade": [f"{d * 10}s" for d in range(13)],
@@ -201,4 +221,6 @@ def missing_reason(spec: str) -> str:
     kind, arg, _ = parse(split(spec)[0])
     if kind == "utkface":
         return f"no label: the file name is not UTKFace's AGE_GENDER_RACE_... (needed for {spec})"
+    if kind == "lfw":
+        return f"no identity: the file name is not LFW's First_Last_NNNN.jpg (needed for {spec})"
     return f"no label: the file is not in {arg}"

@@ -31,7 +31,7 @@ FLOORS = (
     ("cms_jax.models", "cms_jax.align"),                      # models and Section 3.1's alignment
     ("cms_jax.baselines", "cms_jax.render", "cms_jax.data"),  # explanations to compare, drawing, host data
     ("cms_jax.scoring", "cms_jax.train"),                     # the library layer the job and fine-tuning share
-    ("cms_jax.pipeline",),                                    # the main job
+    ("cms_jax.pipeline", "cms_jax.verify"),                   # the main job; the pair audit beside it
     ("cms_jax.figures", "cms_jax.bench", "cms_jax.notebook"),  # above the job: its callers
     ("experiments", "converters"),                            # scripts
 )

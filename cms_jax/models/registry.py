@@ -27,6 +27,7 @@ through ``converters/torch_onnx.py``), or a directory written by a converter
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 
@@ -49,7 +50,7 @@ _KERAS_KNOWN = {
 }
 
 BUILTIN = ("gender", "expression", "headpose", "headpose_1x1", "headpose_var", "headpose_bins", "age",
-           "age_bins", "tiny", "vgg_face_random")
+           "age_bins", "tiny", "tiny_embed", "vgg_face_random")
 
 
 def _resolve(asset: str) -> str:
@@ -144,6 +145,10 @@ def load(name_or_path: str | os.PathLike, *, onnx_backend: str = "jax") -> FaceM
         return outputs.age_bins(m) if s == "age_bins" else m
     if s == "tiny":
         return vgg.tiny_vgg()
+    if s == "tiny_embed":  # smoke runs of embedding paths (verification): random weights, 64-d output
+        m = vgg.tiny_vgg(num_classes=64)
+        return dataclasses.replace(m, name="tiny_embed", output="embedding",
+                                   class_names=tuple(f"dim_{i}" for i in range(64)))
     if s == "vgg_face_random":
         config = vgg.VGGConfig()
         return vgg.vgg_face_model(vgg.init_vgg(config, seed=0), config, name=s)

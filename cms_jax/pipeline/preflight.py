@@ -33,7 +33,8 @@ def _source_words(spec: str) -> str:
     kind = sources.split(spec)[0].partition(":")[0]
     return {"utkface": "UTKFace file names (AGE_GENDER_RACE_DATE.jpg)",
             "csv": "the CSV's file column (base names)",
-            "celeba": "the CelebA attribute file's image names"}.get(kind, kind)
+            "celeba": "the CelebA attribute file's image names",
+            "lfw": "LFW file names (First_Last_NNNN.jpg)"}.get(kind, kind)
 
 
 def _example(files) -> str:

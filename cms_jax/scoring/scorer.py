@@ -81,7 +81,8 @@ class Scorer:
         """Drops for a chunk of prepared crops; images that fail are returned with reasons.
 
         ``labels`` has one target per image (see `labels.TargetRule`): a class or output index,
-        a (D,) reference embedding, or None for all (the predicted class; an embedding's own).
+        a (D,) reference embedding, or None for all (the predicted class; an embedding's own);
+        or (R, D) references (the same R for every image): drops (n, V, R), clean (n, R).
 
         A chunk whose scoring raises is retried image by image, so one bad
         image costs only itself. An image that fails with an exception has, besides its
@@ -122,7 +123,8 @@ class Scorer:
             return ChunkResult(sum((r.files for r in ok), []),
                                *(np.concatenate([getattr(r, a) for r in ok])
                                  for a in ("drops", "valid", "targets", "clean", "sides"))), failed
-        finite = np.isfinite(res.drops).all(axis=1) & np.isfinite(res.clean)
+        n = len(kept)  # (n, V) drops, or (n, V, R) against R references per image
+        finite = np.isfinite(res.drops).reshape(n, -1).all(1) & np.isfinite(res.clean).reshape(n, -1).all(1)
         failed += [{"file": files[i], "reason": "model returned non-finite scores"} for i in np.nonzero(~finite)[0]]
         keep = np.nonzero(finite)[0]
         if keep.size == 0:

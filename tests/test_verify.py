@@ -1,0 +1,213 @@
+"""Face-recognition pair audits (cms_jax.verify) against independent references."""
+import collections
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cms_jax import models, regions, sources
+from cms_jax.engine import OcclusionEngine
+from cms_jax.pipeline import RunConfig
+from cms_jax.projection import canonical_map
+from cms_jax.scoring.scorer import Scorer
+from cms_jax.verify import PairSet, draw_pairs, read_pairs
+from cms_jax.verify import maps as pm
+from cms_jax.verify import roc
+from cms_jax.verify.audit import PairAudit, cosine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LFW = ["/d/Ann_Lee_0001.jpg", "/d/Ann_Lee_0002.jpg", "/d/Ann_Lee_0003.jpg", "/d/Bo_Xu_0001.jpg",
+       "/d/Bo_Xu_0002.jpg", "/d/Cy_Young_0001.jpg"]
+
+
+def test_lfw_identity_source():
+    assert sources.read("lfw:identity", LFW + ["/d/noname.jpg"]) == ["Ann_Lee"] * 3 + ["Bo_Xu"] * 2 + \
+        ["Cy_Young", None]
+    with pytest.raises(ValueError, match="identity source"):
+        sources.values("lfw:identity")
+    with pytest.raises(ValueError, match="one field, identity"):
+        sources.parse("lfw:race")
+
+
+def test_drawn_pairs_are_reproducible_genuine_and_distinct():
+    a, b = draw_pairs(LFW, "lfw:identity", 3, seed=1), draw_pairs(LFW, "lfw:identity", 3, seed=1)
+    assert (a.probe, a.gallery, a.same.tolist()) == (b.probe, b.gallery, b.same.tolist())
+    who = dict(zip(LFW, sources.read("lfw:identity", LFW)))
+    assert [who[p] == who[g] for p, g in zip(a.probe, a.gallery)] == a.same.tolist() == [True] * 3 + [False] * 3
+    assert len({frozenset(x) for x in zip(a.probe, a.gallery)}) == 6
+    with pytest.raises(ValueError, match="give 4 genuine pairs; ask for at most 4"):
+        draw_pairs(LFW, "lfw:identity", 5)
+
+
+def test_pairs_csv_with_and_without_same(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("probe,gallery,same\nAnn_Lee_0001.jpg,Ann_Lee_0002.jpg,1\nAnn_Lee_0001.jpg,Bo_Xu_0001.jpg,0\n")
+    p = read_pairs(str(f), LFW)
+    assert p.probe == ("/d/Ann_Lee_0001.jpg",) * 2 and p.same.tolist() == [True, False]
+    f.write_text("Ann_Lee_0001.jpg,Bo_Xu_0001.jpg\nBo_Xu_0002.jpg,Bo_Xu_0001.jpg\n")
+    assert read_pairs(str(f), LFW, "lfw:identity").same.tolist() == [False, True]
+    with pytest.raises(ValueError, match="no same column: give --identity"):
+        read_pairs(str(f), LFW)
+    f.write_text("Ann_Lee_0001.jpg,Zed_0001.jpg,0\n")
+    with pytest.raises(ValueError, match=r"1 file\(s\) are not among the 6 images.*Zed_0001"):
+        read_pairs(str(f), LFW)
+
+
+def _brute_tar(gen, imp, far):
+    """The best TAR over every threshold whose FAR (accept s > t) is at most far."""
+    best = 0.0
+    for t in np.concatenate([[-np.inf], gen, imp]):
+        if np.mean(imp > t) <= far + 1e-12:
+            best = max(best, np.mean(gen > t))
+    return best
+
+
+def _brute_eer(gen, imp):
+    rows = [(abs(np.mean(imp > t) - np.mean(gen <= t)), (np.mean(imp > t) + np.mean(gen <= t)) / 2)
+            for t in np.concatenate([[-np.inf], gen, imp])]
+    return min(rows)[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tar_at_far_and_eer_equal_a_brute_force_roc(seed):
+    rng = np.random.default_rng(seed)
+    gen, imp = rng.normal(0.6, 0.2, 300), rng.normal(0.1, 0.2, 2000)
+    imp[:5] = imp[5]  # ties
+    m = roc.metrics(gen, imp, fars=(1e-2, 1e-3))
+    for far in (1e-2, 1e-3):
+        r = m[f"tar@far={far:g}"]
+        assert r["tar"] == pytest.approx(_brute_tar(gen, imp, far), abs=1e-12)
+        assert r["far_achieved"] <= far and r["far_resolved"] == (far * 2000 >= 1)
+    assert m["eer"] == pytest.approx(_brute_eer(gen, imp), abs=1e-12)
+
+
+def test_ablation_drop_is_tar_lost_at_the_clean_threshold():
+    rng = np.random.default_rng(3)
+    gen, imp = rng.normal(0.7, 0.1, 200), rng.normal(0.0, 0.1, 400)
+    r = roc.ablation_drop(gen, imp, gen - 0.5, imp, 0.01, draws=200)
+    t = roc.threshold_at_far(imp, 0.01)
+    assert r["drop"] == pytest.approx(np.mean(gen > t) - np.mean(gen - 0.5 > t))
+    assert r["ci"][0] <= r["drop"] <= r["ci"][1] and r["ci"][0] > 0.3 and r["drop"] > 0.4
+    same = roc.ablation_drop(gen, imp, gen, imp, 0.01, draws=50)
+    assert same["drop"] == 0 and same["ci"] == [0.0, 0.0]
+
+
+def test_several_references_score_like_one_at_a_time():
+    m = dataclasses.replace(models.load("tiny"), output="embedding", class_names=("a", "b"))
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(3, 32, 32, 3)) * 50).astype(np.float32)
+    xy = rng.uniform(4, 28, size=(3, 20, 2))
+    refs = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    for forward in ("dense", "incremental"):
+        eng = OcclusionEngine(m, forward=forward, batch_size=16, patch_size=6)
+        multi = eng.run(x, xy, targets=refs)
+        assert multi.drops.shape == (3, 20, 4) and multi.clean.shape == (3, 4)
+        for r in range(4):
+            one = eng.run(x, xy, targets=refs[:, r])
+            np.testing.assert_allclose(multi.drops[..., r], one.drops, atol=1e-6)
+            np.testing.assert_allclose(multi.clean[:, r], one.clean, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def audit(shared_dir):
+    files = sorted(os.path.join(shared_dir, "faces", "lfw", n) for n in os.listdir(os.path.join(shared_dir, "faces", "lfw")))[:10]
+    scorer = Scorer(RunConfig(model="tiny_embed", images=",".join(files), fill=0.0))
+    a = PairAudit(scorer, workers=0)
+    pairs = draw_pairs(files, "lfw:identity", 3, seed=0)
+    prepared, bad = a.prepare(pairs.images())
+    assert not bad
+    calls = collections.Counter()
+    embed = scorer.backend.embed
+
+    def counted(x):
+        calls["rows"] += len(x)
+        return embed(x)
+
+    scorer.backend.embed = counted
+    emb = a.embed(prepared)
+    clean_rows = calls["rows"]
+    scores = a.score(pairs, prepared, emb, symmetric=True)
+    scorer.backend.embed = embed
+    return a, pairs, prepared, emb, scores, clean_rows
+
+
+def test_each_clean_embedding_is_computed_once(audit):
+    a, pairs, prepared, emb, scores, clean_rows = audit
+    assert len(set(pairs.probe)) < len(pairs)  # some photo is in several pairs
+    assert clean_rows == len(pairs.images()) == len(prepared)
+    assert set(a.embed_counts) == set(pairs.images()) and set(a.embed_counts.values()) == {1}
+
+
+def _hand_cos(model, x, gallery):
+    e = np.asarray(model.apply_fn(model.params, x[None]), np.float64)[0]
+    return float(e @ gallery / (np.linalg.norm(e) * np.linalg.norm(gallery)))
+
+
+def test_pair_drops_equal_a_hand_occluded_forward(audit):
+    a, pairs, prepared, emb, scores, _ = audit
+    model, sz = a.scorer.model, a.scorer.patch
+    for k in (0, len(pairs) - 1):  # a genuine and an impostor pair
+        p, g = scores.pairs.probe[k], scores.pairs.gallery[k]
+        x = model.preprocess(prepared[p].crop[None])[0]
+        assert scores.similarity[k] == pytest.approx(_hand_cos(model, x, emb[g].astype(np.float64)), abs=1e-5)
+        xy, valid = a.scorer.vertices(prepared[p].xy, prepared[p].z)
+        h, w = x.shape[:2]
+        for v in np.nonzero(valid)[0][::97]:
+            x1, y1 = max(0, math.floor(xy[v, 0] - sz / 2)), max(0, math.floor(xy[v, 1] - sz / 2))
+            occ = x.copy()
+            occ[y1:min(y1 + sz, h), x1:min(x1 + sz, w)] = 0.0
+            want = scores.similarity[k] - _hand_cos(model, occ, emb[g].astype(np.float64))
+            assert scores.forward.drops[k, v] == pytest.approx(want, abs=2e-5)
+        assert np.abs(scores.forward.drops[k][valid]).max() > 1e-5
+
+
+def test_symmetric_pair_maps_are_the_mean_of_the_two_directions(audit):
+    a, pairs, prepared, emb, scores, _ = audit
+    canon = a.scorer.canon
+    cis = pm.pair_cis(scores, canon.vertices, canon.canvas_hw)
+    for k in range(len(scores.pairs)):
+        one = [canonical_map(d.drops[k], canon.vertices, canon.canvas_hw, d.sides[k], d.valid[k])
+               for d in (scores.forward, scores.reverse)]
+        np.testing.assert_allclose(cis[k], (one[0] + one[1]) / 2, atol=1e-6)
+    named = pm.pair_maps(scores, canon)
+    same = scores.pairs.same
+    np.testing.assert_allclose(named["genuine"], cis[same].mean(0), atol=1e-6)
+    np.testing.assert_allclose(named["impostor"], cis[~same].mean(0), atol=1e-6)
+    np.testing.assert_allclose(named["genuine_similarity"] + named["genuine_dissimilarity"], named["genuine"],
+                               atol=1e-6)
+    assert (named["genuine_similarity"] >= 0).all() and (named["impostor_dissimilarity"] <= 0).all()
+
+
+def test_region_ablation_equals_hand_occluded_regions(audit):
+    a, pairs, prepared, emb, scores, _ = audit
+    sims = a.region_similarities(scores.pairs, prepared, emb, fill=0.0)
+    model = a.scorer.model
+    for k in range(len(scores.pairs)):
+        p, g = scores.pairs.probe[k], scores.pairs.gallery[k]
+        x = model.preprocess(prepared[p].crop[None])[0]
+        masks = regions.region_masks(prepared[p].xy[:468], x.shape[:2])
+        for r, name in enumerate(regions.REGIONS):
+            want = _hand_cos(model, np.where(masks[name][..., None], 0.0, x).astype(np.float32),
+                             emb[g].astype(np.float64))
+            assert sims[k, r] == pytest.approx(want, abs=1e-5)
+
+
+def test_verify_smoke_and_one_line_errors(tmp_path, shared_dir):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "experiments.verify", "--smoke", "--workers=0",
+                        f"--out_dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    s = json.loads((tmp_path / "verify.json").read_text())
+    assert (s["pairs"]["genuine"], s["pairs"]["impostor"], s["embeddings_per_image"]) == (4, 4, [1])
+    assert set(s["regions"]) == set(regions.REGIONS) and s["engine_clean_vs_embedding_max_abs"] < 1e-4
+    assert (tmp_path / "genuine.png").exists() and (tmp_path / "difference.png").exists()
+    assert "| eyes |" in (tmp_path / "verify.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "experiments.verify", "--model=tiny_embed", "--pairs=auto:0",
+                          f"--out_dir={tmp_path / 'x'}", "--workers=0"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "verify: error: --pairs=auto:N needs N >= 1, got 0"
