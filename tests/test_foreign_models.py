@@ -13,36 +13,7 @@ from cms_jax import models
 from cms_jax.models import foreign
 from cms_jax.pipeline import RunConfig, run_job
 from converters import torch_onnx
-
-
-class _DW(nn.Module):
-    """MobileFaceNet's unit: depthwise 3x3 + PReLU, pointwise linear bottleneck."""
-
-    def __init__(self, c, stride):
-        super().__init__()
-        self.dw = nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False)
-        self.bn = nn.BatchNorm2d(c)
-        self.act = nn.PReLU(c)
-        self.pw = nn.Conv2d(c, c, 1, bias=False)
-
-    def forward(self, x):
-        return self.pw(self.act(self.bn(self.dw(x))))
-
-
-class TinyFaceNet(nn.Module):
-    """A MobileFaceNet-shaped embedding net (random weights), 56x56 RGB -> 128-D unit vector."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.PReLU(16))
-        self.blocks = nn.Sequential(_DW(16, 2), _DW(16, 1), _DW(16, 2))
-        self.gdc = nn.Conv2d(16, 16, 7, groups=16, bias=False)  # global depthwise conv over 7x7
-        self.fc = nn.Linear(16, 128, bias=False)
-
-    def forward(self, x):
-        y = self.gdc(self.blocks(self.stem(x))).flatten(1)
-        y = self.fc(y)
-        return y / y.norm(dim=1, keepdim=True)
+from torch_nets import TinyFaceNet
 
 
 @pytest.fixture(scope="module")

@@ -211,3 +211,49 @@ def test_verify_smoke_and_one_line_errors(tmp_path, shared_dir):
                           f"--out_dir={tmp_path / 'x'}", "--workers=0"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "verify: error: --pairs=auto:N needs N >= 1, got 0"
+
+
+@pytest.mark.parametrize("net_name", ["TinyFaceNet", "TinyArcFace"])
+def test_pair_audit_of_torch_face_nets_through_the_converter(net_name, shared_dir, tmp_path):
+    """A MobileFaceNet-style and an ArcFace-style net (random weights) exported by converters/torch_onnx:
+    the audit's drops equal torch's own forward on hand-occluded probes."""
+    torch = pytest.importorskip("torch")
+    import torch_nets
+    from converters import torch_onnx
+    from cms_jax.verify import VerifyOptions, run_verify
+
+    torch.manual_seed(0)
+    net = torch_nets.randomise_batchnorm(getattr(torch_nets, net_name)()).eval()
+    path = torch_onnx.export(net, str(tmp_path / f"{net_name}.onnx"), input_size=56, card={
+        "colour": "RGB", "normalisation": {"scale": 1.0, "mean": [127.5] * 3, "std": [128.0] * 3},
+        "crop_policy": "tight", "crop_margin": 0.2, "output": "embedding"})
+    lfw = os.path.join(shared_dir, "faces", "lfw")
+    files = [os.path.join(lfw, n) for n in sorted(os.listdir(lfw))[:8]]
+    scorer = Scorer(RunConfig(model=path, images=",".join(files), onnx_backend="jax"))
+    s = run_verify(scorer, files, tmp_path / "out", VerifyOptions(pairs="auto:2", bootstrap=50, permutations=50),
+                   workers=0)
+    assert s["embeddings_per_image"] == [1] and s["engine_clean_vs_embedding_max_abs"] < 1e-4
+    assert s["pairs"]["genuine"] == s["pairs"]["impostor"] == 2 and not s["skipped"]
+    z = np.load(tmp_path / "out" / "pair_drops.npz")
+    a = PairAudit(scorer, workers=0)
+    probe, gallery = str(z["probe"][0]), str(z["gallery"][0])
+    prepared, _ = a.prepare([probe, gallery])
+
+    def torch_embed(x):  # NHWC normalised -> torch's NCHW embedding
+        with torch.no_grad():
+            return net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy().astype(np.float64)
+
+    xp, xg = (scorer.model.preprocess(prepared[f].crop[None]) for f in (probe, gallery))
+    eg = torch_embed(xg)[0]
+    assert z["similarity"][0] == pytest.approx(cosine(torch_embed(xp)[0], eg), abs=1e-4)
+    xy, valid = scorer.vertices(prepared[probe].xy, prepared[probe].z)
+    sz, vs = scorer.patch, np.nonzero(valid)[0][::60]
+    copies = []
+    for v in vs:
+        x1, y1 = max(0, math.floor(xy[v, 0] - sz / 2)), max(0, math.floor(xy[v, 1] - sz / 2))
+        c = xp[0].copy()
+        c[y1:y1 + sz, x1:x1 + sz] = 0.0
+        copies.append(c)
+    want = z["similarity"][0] - cosine(torch_embed(np.stack(copies)), eg[None])
+    np.testing.assert_allclose(z["drops"][0, vs], want, atol=3e-6)
+    assert np.abs(want).max() > 3e-5  # ten times the tolerance: the squares matter
