@@ -19,8 +19,6 @@ same exception in --max_failed_chunks chunks in a row, more than
 or SIGTERM (preemption) finishes the images being scored, saves a checkpoint,
 prints the command that resumes and exits 130 / 143; a second one stops at once.
 """
-import os
-import shlex
 import sys
 
 from absl import app, flags, logging
@@ -29,7 +27,8 @@ from cms_jax.accumulate import REDUCES
 from cms_jax.models.foreign import ONNX_BACKENDS
 from cms_jax.forward import DTYPES
 from cms_jax.occlusion import SCORES
-from cms_jax.pipeline import FailurePolicy, Interrupted, RunConfig, RunFailed, catch_signals, run_job
+from cms_jax.pipeline import (FailurePolicy, Interrupted, RunConfig, RunFailed, catch_signals, resume_command,
+                              run_job)
 
 _MODEL = flags.DEFINE_string("model", "gender", "Built-in model name or a model file/dir (HDF5, ONNX, Orbax).")
 _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-separated images "
@@ -147,14 +146,6 @@ def main(argv):
         print(f"cms: {'resume with' if e.resumable else 'nothing was scored yet; start again with'}: "
               f"{resume_command(sys.argv, resume=e.resumable)}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
-
-
-def resume_command(argv, *, resume: bool = True) -> str:
-    """The command line that continues this run: the same flags, --resume instead of --overwrite."""
-    prog = "cms-jax" if os.path.basename(argv[0]) == "cms-jax" else "python -m experiments.cms"
-    drop = ("--resume", "--noresume", "--overwrite", "--nooverwrite")
-    args = [a for a in argv[1:] if a.split("=")[0] not in drop]
-    return " ".join([prog, *map(shlex.quote, args)] + (["--resume"] if resume else []))
 
 
 def _main(argv):

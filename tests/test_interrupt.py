@@ -166,8 +166,7 @@ def test_a_signal_before_anything_is_scored_saves_nothing_and_says_start_again(f
 
 
 def test_resume_command_keeps_the_flags_and_trades_overwrite_for_resume():
-    sys.path.insert(0, ROOT)
-    from experiments.cms import resume_command
+    from cms_jax.pipeline import resume_command
 
     argv = ["/venv/bin/cms-jax", "--model=my model.onnx", "--overwrite", "--out_dir=o"]
     assert resume_command(argv) == "cms-jax '--model=my model.onnx' --out_dir=o --resume"

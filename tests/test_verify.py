@@ -207,6 +207,11 @@ def test_verify_smoke_and_one_line_errors(tmp_path, shared_dir):
     assert set(s["regions"]) == set(regions.REGIONS) and s["engine_clean_vs_embedding_max_abs"] < 1e-4
     assert (tmp_path / "genuine.png").exists() and (tmp_path / "difference.png").exists()
     assert "| eyes |" in (tmp_path / "verify.md").read_text()
+    page = (tmp_path / "verify.html").read_text()
+    assert "How to read this page" in page and "genuine (n=4 pairs)" in page and "impostor (n=4 pairs)" in page
+    assert page.count("<div class='pair'>") == 4 * 4  # most and least similar, genuine and impostor: 4 pairs each
+    assert "TAR lost at FAR 0.01 when the region is hidden" in page and "<svg" in page
+    assert "shown without a map" in page  # not --symmetric: the gallery has no CIS and the page says so
     bad = subprocess.run([sys.executable, "-m", "experiments.verify", "--model=tiny_embed", "--pairs=auto:0",
                           f"--out_dir={tmp_path / 'x'}", "--workers=0"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=300)

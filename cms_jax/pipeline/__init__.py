@@ -4,7 +4,7 @@ from __future__ import annotations
 from cms_jax.pipeline.config import RunConfig
 from cms_jax.data.failures import FailurePolicy, RunFailed
 from cms_jax.pipeline import interrupt
-from cms_jax.pipeline.interrupt import Interrupted, guard as catch_signals
+from cms_jax.pipeline.interrupt import Interrupted, guard as catch_signals, resume_command
 
 
 def default_images() -> str:
@@ -86,5 +86,5 @@ def read_run(out_dir, summary: dict | None = None):
     return read(out_dir, summary)
 
 
-__all__ = ["RunConfig", "RunFailed", "Interrupted", "catch_signals", "FailurePolicy", "run_job", "read_run",
+__all__ = ["RunConfig", "RunFailed", "Interrupted", "catch_signals", "resume_command", "FailurePolicy", "run_job", "read_run",
            "default_images", "init_distributed"]

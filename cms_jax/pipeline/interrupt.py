@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -103,3 +104,11 @@ def guard():
         _ACTIVE = None
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def resume_command(argv, *, resume: bool = True) -> str:
+    """The command line that continues this run: the same flags, --resume instead of --overwrite."""
+    prog = "cms-jax" if os.path.basename(argv[0]) == "cms-jax" else "python -m experiments.cms"
+    drop = ("--resume", "--noresume", "--overwrite", "--nooverwrite")
+    args = [a for a in argv[1:] if a.split("=")[0] not in drop]
+    return " ".join([prog, *map(shlex.quote, args)] + (["--resume"] if resume else []))

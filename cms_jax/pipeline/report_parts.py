@@ -1,51 +1,15 @@
-"""Pieces of the HTML report: embedded images, tables, bar charts, the header and the command line.
-
-Every image is a ``data:`` URI (the report is one self-contained file, no
-scripts); maps are PNG (exact colours), photos JPEG (small).
-"""
+"""Pieces of the HTML report: bar charts, the header and the command line (images, figures and tables
+come from `cms_jax.render.html`, shared with the pair audit's page)."""
 from __future__ import annotations
 
-import base64
 import html
 import os
 import shlex
 
-import cv2
-import numpy as np
-
 from cms_jax.pipeline.report_explain import card_banner, reproduce
+from cms_jax.render.html import figure, img, table  # noqa: F401 (the report's pieces, shared with verify)
 
 PALETTE = ("#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214", "#35978f", "#8c510a", "#c51b7d")
-
-
-def img(rgb: np.ndarray, width: int | None = None, fmt: str = "png", alt: str = "") -> str:
-    """An ``<img>`` holding ``rgb`` (uint8 RGB) as a data URI; ``width`` in CSS px (default: its own)."""
-    ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 85]) if fmt == "jpeg" else (".png", [])
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]), params)
-    if not ok:
-        raise ValueError("could not encode an image for the report")
-    data = base64.b64encode(buf.tobytes()).decode()
-    w = width or rgb.shape[1]
-    return (f'<img width="{w}" height="{int(round(w * rgb.shape[0] / rgb.shape[1]))}" alt="{html.escape(alt)}" '
-            f'src="data:image/{fmt};base64,{data}">')
-
-
-def figure(image_html: str, caption: str, cls: str = "") -> str:
-    """An image with its caption; ``cls`` is the caption's class (e.g. 'face', which the browser test reads)."""
-    attr = f" class='{cls}'" if cls else ""
-    return f"<figure>{image_html}<figcaption{attr}>{caption}</figcaption></figure>"
-
-
-def table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
-    """Rows of numbers: ``{row name: {column: value}}``."""
-    if not rows:
-        return "<p>(none)</p>"
-    cols = list(next(iter(rows.values())))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{fmt.format(v[c])}</td>" for c in cols) + "</tr>"
-        for name, v in rows.items())
-    return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
 def bar_chart(rows: dict[str, dict[str, float]], unit: str = "%") -> str:

@@ -10,7 +10,7 @@
   sides (and ``reverse_*`` when symmetric), region similarities;
 * ``maps.npz`` and one PNG per map (`maps.pair_maps`, one colour range for the
   signed maps, one for the parts), ``difference.png`` with the significant pixels;
-* ``verify.md``: the tables in Markdown.
+* ``verify.md``: the tables in Markdown; ``verify.html``: the page (`report.py`).
 
 No pair scored, or more than ``max_skip_fraction`` of them skipped, is a
 `VerifyFailed` (outputs written first when some pairs were scored).
@@ -30,6 +30,7 @@ from cms_jax.verify import maps as pm
 from cms_jax.verify import roc
 from cms_jax.verify.audit import PairAudit
 from cms_jax.verify.pairs import pairs_from_flag
+from cms_jax.verify.report import write_verify_report
 
 
 class VerifyFailed(RuntimeError):
@@ -52,15 +53,22 @@ class VerifyOptions:
     max_skip_fraction: float = 0.5
 
 
-def _png(dest, canon, values, mask, scale, edges) -> None:
+def _png(dest, canon, values, mask, scale, edges) -> np.ndarray:
     rgb = panel.map_panel(canon.image, values, mask, scale, edges=edges)
     ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise OSError(f"could not encode {dest}")
     storage.write_bytes(dest, data.tobytes())
+    return rgb
 
 
-def _write_maps(out, canon, named: dict, cover: np.ndarray, test: dict) -> dict:
+def _write_maps(out, canon, named: dict, cover: np.ndarray, test: dict, counts: dict) -> tuple[dict, dict]:
+    """One PNG per map (``{name: file}``) and the page's panels (``{caption with n: RGB}``)."""
+    panels = {}
+
+    def n_of(k):
+        return counts.get(k.removesuffix("_similarity").removesuffix("_dissimilarity"))
+
     edges = panel.label_edges(regions.region_masks(canon.vertices[:468], canon.canvas_hw))
     signed = {k: v for k, v in named.items() if not k.endswith(("_similarity", "_dissimilarity"))}
     parts = {k: v for k, v in named.items() if k not in signed}
@@ -71,20 +79,22 @@ def _write_maps(out, canon, named: dict, cover: np.ndarray, test: dict) -> dict:
         scale = colours.joint([colours.fit(v, cover, unit="cosine") for v in group.values()])
         for k, v in group.items():
             name = k.replace("/", "_") + ".png"
-            _png(out / name, canon, v, cover, scale, edges)
+            panels[f"{k.replace('_', ' ')} (n={n_of(k)} pairs)"] = _png(out / name, canon, v, cover, scale, edges)
             files[k] = name
     if "genuine" in named and "impostor" in named:
         diff = named["genuine"] - named["impostor"]
         scale = colours.fit(diff, cover, unit="cosine", diverging=True)
-        _png(out / "difference.png", canon, diff, cover, scale, edges)
+        panels[f"genuine − impostor (n={counts['genuine']} and {counts['impostor']})"] = _png(
+            out / "difference.png", canon, diff, cover, scale, edges)
         files["genuine - impostor"] = "difference.png"
         if test.get("tested"):
             sig = cv2.resize(test["significant"].astype(np.uint8), canon.canvas_hw[::-1],
                              interpolation=cv2.INTER_NEAREST) > 0
-            _png(out / "difference_significant.png", canon, np.where(sig & cover, diff, 0.0), sig & cover, scale,
-                 edges)
+            panels[f"genuine − impostor where significant ({int((sig & cover).sum())} px; n={test['images']} "
+                   f"tested)"] = _png(out / "difference_significant.png", canon, np.where(sig & cover, diff, 0.0),
+                                      sig & cover, scale, edges)
             files["genuine - impostor, significant pixels"] = "difference_significant.png"
-    return files
+    return files, panels
 
 
 def _markdown(summary: dict) -> str:
@@ -158,7 +168,7 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
         for g in sorted({x for x in probe_groups if x is not None}):
             member = np.asarray([x == g for x in probe_groups])
             counts[f"genuine/{g}"], counts[f"impostor/{g}"] = int((same & member).sum()), int((~same & member).sum())
-    files = _write_maps(out, canon, named, cover, test)
+    files, panels = _write_maps(out, canon, named, cover, test, counts)
     storage.save_npz(out / "maps.npz", **{k.replace("/", "__"): v for k, v in named.items()})
     arrays = dict(probe=np.asarray(scores.pairs.probe), gallery=np.asarray(scores.pairs.gallery), same=same,
                   similarity=sim, drops=scores.forward.drops, valid=scores.forward.valid,
@@ -185,6 +195,7 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
     }
     storage.write_json(out / "verify.json", summary)
     storage.write_text(out / "verify.md", _markdown(summary))
+    write_verify_report(out / "verify.html", summary, panels, arrays, canon, scorer.model, scorer.patch, cache_dir)
     if len(scores.skipped) > opts.max_skip_fraction * len(pairs):
         raise VerifyFailed(f"{len(scores.skipped)} of {len(pairs)} pairs skipped (more than "
                            f"--max_skip_fraction={opts.max_skip_fraction}); outputs written to {out}")
