@@ -16,7 +16,7 @@ from cms_jax.projection import canonical_map
 from cms_jax.scoring.scorer import Scorer
 from cms_jax.verify import PairSet, draw_pairs, read_pairs
 from cms_jax.verify import maps as pm
-from cms_jax.verify import roc
+from cms_jax import roc
 from cms_jax.verify.audit import PairAudit, cosine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,6 +207,9 @@ def test_verify_smoke_and_one_line_errors(tmp_path, shared_dir):
     assert set(s["regions"]) == set(regions.REGIONS) and s["engine_clean_vs_embedding_max_abs"] < 1e-4
     assert (tmp_path / "genuine.png").exists() and (tmp_path / "difference.png").exists()
     assert "| eyes |" in (tmp_path / "verify.md").read_text()
+    h = s["split_half"]  # the halves split the probes' people, so every scored pair is in one half
+    assert h["tested"] and sum(h["pairs"]["genuine"]) == 4 and sum(h["pairs"]["impostor"]) == 4
+    assert -1.0 <= h["genuine"] <= 1.0 and min(h["people"]) >= 1
     page = (tmp_path / "verify.html").read_text()
     assert "How to read this page" in page and "genuine (n=4 pairs)" in page and "impostor (n=4 pairs)" in page
     assert page.count("<div class='pair'>") == 4 * 4  # most and least similar, genuine and impostor: 4 pairs each

@@ -100,9 +100,10 @@ def load_checkpoint(directory: str) -> FaceModel:
         params = ckpt.restore(os.path.join(os.path.abspath(directory), "params"), abstract)
     if card.architecture == "keras_graph":
         return keras_h5.keras_face_model(card, params)
-    return vgg.vgg_face_model(params, config, name=card.name, class_names=card.class_names,
-                              normalisation=card.normalisation, colour=card.colour,
-                              crop_policy=card.crop_policy, crop_margin=card.crop_margin)
+    m = vgg.vgg_face_model(params, config, name=card.name, class_names=card.class_names,
+                           normalisation=card.normalisation, colour=card.colour,
+                           crop_policy=card.crop_policy, crop_margin=card.crop_margin)
+    return dataclasses.replace(m, output=card.output) if card.output != m.output else m
 
 
 FSANET_CARD = {"class_names": ("yaw", "pitch", "roll"), "colour": "BGR", "output": "regression",

@@ -130,15 +130,19 @@ def make_optimizer(name: str, lr: float, steps: int, *, schedule: str = "cosine"
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def export(out_dir: str, params: dict, bb: Backbone, class_names, name: str) -> str:
-    """Write the fine-tuned network as a converted-model directory; returns its absolute path."""
+def export(out_dir: str, params: dict, bb: Backbone, class_names, name: str, output: str = "classes") -> str:
+    """Write the fine-tuned network as a converted-model directory; returns its absolute path.
+
+    ``output``: the card's output kind ('embedding' for a net trained with a margin loss, whose
+    fc8 is the embedding and ``class_names`` its dimensions).
+    """
     import orbax.checkpoint as ocp
 
     config = dataclasses.replace(bb.config, num_classes=len(class_names))
     card = ModelCard(name=name, architecture="vgg16", config=config.to_dict(), input_size=tuple(config.input_size),
                      channels=config.in_channels, colour=bb.colour, normalisation=bb.normalisation,
                      crop_policy=bb.crop_policy, crop_margin=bb.crop_margin, class_names=tuple(class_names),
-                     source=f"cms_jax.train fine-tune of {bb.source}")
+                     output=output, source=f"cms_jax.train fine-tune of {bb.source}")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     # Same layout as converters.common.save_converted, which `models.load_checkpoint` reads.

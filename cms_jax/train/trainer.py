@@ -1,6 +1,7 @@
 """The fine-tuning loop: a jit-compiled, data-parallel train step, validation, checkpoints.
 
-Minimises the softmax cross-entropy of the task classes (Sec. 4.1.1). Like
+Minimises the softmax cross-entropy of the task classes (Sec. 4.1.1), or
+another loss of `cms_jax.train.losses` (the margin loss of an embedding). Like
 the occlusion engine, it runs on a named 1-D ``data`` mesh over the local
 devices (`cms_jax.sharding`): each batch is split along its leading axis, the
 parameters and optimiser state are replicated, and ``jax.jit`` inserts the
@@ -20,19 +21,19 @@ from flax import nnx
 
 from cms_jax.data.progress import Progress
 from cms_jax.sharding import data_mesh, data_sharding, num_shards, pad_to, replicated, round_up
-from cms_jax.train import data
+from cms_jax.train import data, losses
 from cms_jax.train.checkpoint import TrainCheckpoint
 
 
 # Cached so that a resumed run in the same process (tests, notebooks) reuses the compiled step.
 @functools.lru_cache(maxsize=8)
-def make_train_step(graphdef, tx: optax.GradientTransformation, mesh):
-    """``step(params, opt_state, x, y) -> (params, opt_state, loss)``, jit-compiled with shardings."""
-    rep, dat = replicated(mesh), data_sharding(mesh)
+def make_train_step(graphdef, tx: optax.GradientTransformation, mesh, objective: str = "softmax"):
+    """``step(params, opt_state, x, y) -> (params, opt_state, loss)``, jit-compiled with shardings.
 
-    def loss_fn(params, x, y):
-        logits = nnx.merge(graphdef, params)(x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    `objective` names a `cms_jax.train.losses.LOSSES` entry (hashable, so the cache keys on it).
+    """
+    rep, dat = replicated(mesh), data_sharding(mesh)
+    loss_fn = functools.partial(losses.LOSSES[objective], graphdef)
 
     def step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -76,7 +77,7 @@ class TrainResult:
 def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, preprocess, *, batch_size: int,
           steps: int, seed: int, ckpt_dir: str, fingerprint: dict, flip: bool = True, resume: bool = False,
           checkpoint_every: int = 100, stop_at: int | None = None, mesh=None, stream=None,
-          every_s: float = 2.0) -> TrainResult:
+          every_s: float = 2.0, objective: str = "softmax", validate=None) -> TrainResult:
     """Fine-tune `params` for `steps` steps, checkpointing, resuming and validating each epoch.
 
     Args:
@@ -96,6 +97,9 @@ def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, 
       stop_at: stop after this step (checkpointed), as a kill would; None runs to `steps`.
       mesh: the ``data`` mesh (default: all local devices).
       stream: where progress goes (default stderr).
+      objective: the `losses.LOSSES` entry minimised.
+      validate: ``validate(params) -> {name: value}`` run at the end of each epoch (default
+        ``{'val_accuracy': ...}`` of `val_set`; an embedding passes its verification metrics).
     """
     mesh = mesh or data_mesh()
     stream = stream or sys.stderr
@@ -122,7 +126,12 @@ def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, 
     elif resume:
         stream.write(f"[finetune] no checkpoint in {ckpt_dir}: starting from step 0\n")
     params, opt_state = jax.device_put(params, rep), jax.device_put(opt_state, rep)
-    train_step, predict = make_train_step(graphdef, tx, mesh), make_predict(graphdef, mesh)
+    train_step = make_train_step(graphdef, tx, mesh, objective)
+    if validate is None:
+        predict = make_predict(graphdef, mesh)
+
+        def validate(p):
+            return {"val_accuracy": accuracy(predict, p, val_set, preprocess, mesh)}
     end = steps if stop_at is None else min(stop_at, steps)
     progress = Progress(steps, done=start, label="finetune", unit="steps", stream=stream, every_s=every_s)
 
@@ -137,11 +146,11 @@ def train(params, graphdef, tx, train_set: data.FaceSet, val_set: data.FaceSet, 
         sums = [sums[0] + float(loss), sums[1] + 1]  # float() syncs once a step: cheap next to the step
         progress.update(1, note=note)
         if (s + 1) % spe == 0 or s + 1 == steps:
-            acc = accuracy(predict, params, val_set, preprocess, mesh)
-            history.append({"epoch": s // spe, "step": s + 1, "train_loss": sums[0] / max(sums[1], 1),
-                            "val_accuracy": acc})
+            metrics = validate(params)
+            history.append({"epoch": s // spe, "step": s + 1, "train_loss": sums[0] / max(sums[1], 1), **metrics})
+            shown = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
             stream.write(f"\n[finetune] epoch {s // spe} (step {s + 1}): train loss {history[-1]['train_loss']:.4f}"
-                         f"  val accuracy {acc:.4f} ({len(val_set)} faces)\n")
+                         f"  {shown} ({len(val_set)} faces)\n")
             sums = [0.0, 0]
         if (s + 1) % checkpoint_every == 0 or s + 1 == end:
             ckpt.save(s + 1, params, opt_state, {"step": s + 1, "epoch": (s + 1) // spe, "history": history,

@@ -3,7 +3,7 @@
 `pairs` (which pairs: a CSV or drawn from an identity source), `audit` (aligned and
 embedded once per image, each probe's occluded copies scored against all its
 galleries: Eq. 1 with the cosine to the gallery), `maps` (genuine / impostor CMSs,
-similarity and dissimilarity parts, the permutation test), `roc` (TAR@FAR, EER,
+similarity and dissimilarity parts, the permutation test), `cms_jax.roc` (TAR@FAR, EER,
 per-region ablation with bootstrap CIs) and `job` (`run_verify`, behind
 ``experiments/verify.py``).
 """

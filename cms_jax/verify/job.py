@@ -5,7 +5,8 @@
 * ``verify.json``: the pairs (n genuine, n impostor, how drawn), skipped pairs with
   reasons, the clean verification metrics (`roc.metrics`), per facial region the
   TAR@FAR lost when the region is hidden on the probe with bootstrap CIs
-  (`roc.ablation_drop`), the genuine - impostor test, and embeddings per image;
+  (`roc.ablation_drop`), the genuine - impostor test, the split-half stability of
+  the maps (`maps.split_half`), and embeddings per image;
 * ``pair_drops.npz``: per pair probe, gallery, same, similarity, drops / valid /
   sides (and ``reverse_*`` when symmetric), region similarities;
 * ``maps.npz`` and one PNG per map (`maps.pair_maps`, one colour range for the
@@ -24,10 +25,9 @@ import time
 import cv2
 import numpy as np
 
-from cms_jax import regions, sources, storage
+from cms_jax import regions, roc, sources, storage
 from cms_jax.render import colours, panel
 from cms_jax.verify import maps as pm
-from cms_jax.verify import roc
 from cms_jax.verify.audit import PairAudit
 from cms_jax.verify.pairs import pairs_from_flag
 from cms_jax.verify.report import write_verify_report
@@ -114,6 +114,10 @@ def _markdown(summary: dict) -> str:
     for name, row in summary["regions"].items():
         cells = [f"{c['drop']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]" for c in row["tar_drop"]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    h = summary["split_half"]
+    lines += ["", "Split-half stability: " + (f"Pearson r genuine {h['genuine']:.3f}, impostor {h['impostor']:.3f}, "
+                                              f"difference {h.get('difference', float('nan')):.3f} ({h['rule']}; "
+                                              f"people {h['people']})" if h["tested"] else h["reason"])]
     t = summary["difference_test"]
     lines += ["", f"genuine - impostor: " + (f"{t['significant_pixels']} significant pixels of the "
                                              f"{t['test_canvas']} test canvas, n = {t['images']} ({t['test']})"
@@ -164,6 +168,8 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
     test = pm.difference_test(scores, canon, test_images=opts.test_images, permutations=opts.permutations,
                               seed=opts.seed)
     counts = {"genuine": int(same.sum()), "impostor": int((~same).sum())}
+    halves = (pm.split_half(scores, canon, sources.read(opts.identity, list(scores.pairs.probe)), cover,
+                            seed=opts.seed) if opts.identity else {"tested": False, "reason": "no identity source"})
     if probe_groups is not None:
         for g in sorted({x for x in probe_groups if x is not None}):
             member = np.asarray([x == g for x in probe_groups])
@@ -186,6 +192,7 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
         "regions": region_rows, "region_rule": "the whole region set to the fill value on the probe; "
                                                "ΔTAR at the clean threshold, paired stratified bootstrap",
         "difference_test": {k: v for k, v in test.items() if k not in ("significant", "diff")},
+        "split_half": halves,
         "maps": {k: {"file": files.get(k), "n": counts.get(k.removesuffix("_similarity").removesuffix(
             "_dissimilarity"))} for k in named},
         "embeddings_per_image": sorted(set(audit.embed_counts.values())),

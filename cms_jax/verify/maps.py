@@ -12,6 +12,11 @@ same canonical face. A CMS is the mean of its pairs' CIS maps (Eq. 6):
   CorrRISE keeps its similarity and dissimilarity maps;
 * per group of the probe (``groups``): ``genuine/<group>``, ``impostor/<group>``.
 
+`split_half` says how stable the maps are: the pairs are split in two by the
+probe's person (no person's photos on both sides), each half gets its own
+CMSs, and the Pearson r of the two halves' maps over the covered pixels is
+reported for the genuine map, the impostor map and their difference.
+
 The genuine - impostor difference is tested per pixel by `groups.permutation_test`
 (Welch t, max-T family-wise correction) on seeded samples of the pairs' CIS maps.
 """
@@ -96,3 +101,40 @@ def difference_test(scores, canon, *, test_images: int = 300, test_side: int = 1
                                     f"correction, alpha {alpha}",
             "images": [len(a), len(b)], "test_canvas": list(hw), "significant_pixels": int(t["significant"].sum()),
             "max_abs_diff": float(np.abs(t["diff"]).max()), "significant": t["significant"], "diff": t["diff"]}
+
+
+def split_half(scores, canon, identities, cover: np.ndarray, *, seed: int = 0) -> dict:
+    """Pearson r of each CMS between two halves of the pairs split by the probe's person (module docstring).
+
+    Args:
+      scores: the pair scores.
+      canon: the canonical face.
+      identities: the probe's person of each scored pair (None: not known; such pairs are left out).
+      cover: bool (H, W), the pixels compared.
+      seed: which people fall in which half (a seeded permutation of the sorted people).
+    """
+    people = sorted({p for p in identities if p is not None})
+    if len(people) < 2:
+        return {"tested": False, "reason": f"needs probes of >= 2 people, got {len(people)}"}
+    order = np.random.default_rng(seed).permutation(len(people))
+    half = {people[k]: "A" if pos < len(people) // 2 else "B" for pos, k in enumerate(order)}
+    labels = [half.get(p) if p is not None else None for p in identities]
+    maps = pair_maps(scores, canon, probe_groups=labels)
+    out = {"tested": True, "rule": f"pairs split by the probe's person (seed {seed}); Pearson r over the "
+                                   f"{int(cover.sum())} covered canvas pixels",
+           "people": [sum(v == h for v in half.values()) for h in "AB"]}
+    same = np.asarray(scores.pairs.same, bool)
+    lab = np.asarray([x or "" for x in labels])
+    out["pairs"] = {k: [int(np.sum((same == (k == "genuine")) & (lab == h))) for h in "AB"]
+                    for k in ("genuine", "impostor")}
+
+    def r(a, b):
+        a, b = a[cover].astype(np.float64), b[cover].astype(np.float64)
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+    for kind in ("genuine", "impostor"):
+        a, b = maps.get(f"{kind}/A"), maps.get(f"{kind}/B")
+        out[kind] = r(a, b) if a is not None and b is not None else float("nan")
+    if all(f"{k}/{h}" in maps for k in ("genuine", "impostor") for h in "AB"):
+        out["difference"] = r(maps["genuine/A"] - maps["impostor/A"], maps["genuine/B"] - maps["impostor/B"])
+    return out

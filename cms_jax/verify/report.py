@@ -142,9 +142,14 @@ def write_verify_report(path, summary: dict, panels: dict[str, np.ndarray], z: d
     test = (f"<p>genuine − impostor: {t['significant_pixels']} significant pixels on the {t['test_canvas']} test "
             f"canvas, n = {t['images']} ({html.escape(t['test'])}).</p>" if t.get("tested")
             else f"<p>genuine − impostor not tested: {html.escape(t['reason'])}.</p>")
+    h = summary["split_half"]
+    stable = (f"<p>Stability: the pairs split in two halves by the probe's person ({h['people'][0]} and "
+              f"{h['people'][1]} people); the two halves' maps correlate r = {h['genuine']:.2f} (genuine), "
+              f"{h['impostor']:.2f} (impostor), {h.get('difference', float('nan')):.2f} (difference). Maps with "
+              f"a low r are mostly noise at this n.</p>" if h["tested"] else "")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Pair audit: {html.escape(summary['model'])}"
             f"</title><style>{_CSS}</style></head><body><h1>Pair audit: {html.escape(summary['model'])}</h1>"
             f"<h2>How to read this page</h2>{HOW_TO_READ}<h2>Verification</h2>{_metrics(summary)}"
-            f"<h2>Where the model looks</h2>{test}<div>{maps}</div>"
+            f"<h2>Where the model looks</h2>{test}{stable}<div>{maps}</div>"
             f"<h2>Regions</h2>{_chart(summary)}{_regions(summary)}<h2>Pairs</h2>{_pairs(z, canon, crop, cache_dir)}</body></html>")
     storage.write_text(path, page)
