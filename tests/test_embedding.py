@@ -50,7 +50,8 @@ def test_train_embedding_holds_people_apart_and_exports_an_embedding_model(share
     from cms_jax.train.data import is_validation
 
     import pathlib
-    lfw = sorted((pathlib.Path(shared_dir) / "faces" / "lfw").glob("*.jpg"))[:200]
+    # Absolute: a .txt list's relative lines are read relative to the list (CI passes CMS_JAX_ASSETS=../shared).
+    lfw = sorted((pathlib.Path(shared_dir).resolve() / "faces" / "lfw").glob("*.jpg"))[:200]
     listing = tmp_path / "photos.txt"
     listing.write_text("\n".join(map(str, lfw)))
     cfg = embedding.EmbeddingConfig(images=str(listing), dim=16, input_size=32, batch_size=16, steps=12, warmup=2,

@@ -169,7 +169,9 @@ def train_embedding(cfg: EmbeddingConfig, out_dir: str, *, workers: int = 2, res
     train_set, eval_set, train_people, eval_people = _split(faces, people, cfg)
     if len(train_people) < 2 or len(eval_people) < 2:
         raise ValueError(f"the split leaves {len(train_people)} training and {len(eval_people)} evaluation people "
-                         f"with enough photos; add images or change --eval_fraction")
+                         f"with enough photos ({len(faces)} faces aligned, {len(faces.skipped)} skipped"
+                         f"{', e.g. ' + str(faces.skipped[0]) if faces.skipped else ''}); add images or change "
+                         f"--eval_fraction")
     with open(os.path.join(out_dir, "eval_images.txt"), "w") as f:
         f.write("\n".join(eval_set.files) + "\n")
     norm = bb.normalisation
