@@ -18,6 +18,14 @@ same exception in --max_failed_chunks chunks in a row, more than
 --max_skip_fraction skipped) exits with status 2 and says why. Ctrl-C (SIGINT)
 or SIGTERM (preemption) finishes the images being scored, saves a checkpoint,
 prints the command that resumes and exits 130 / 143; a second one stops at once.
+
+With --pairs the job is a pair audit of an embedding (face-recognition) model instead:
+--pairs=auto:N draws N genuine and N impostor pairs (seeded, --pairs_seed) by --identity
+(lfw:identity, or csv:FILE of file,person), --pairs=FILE reads probe,gallery[,same]; each
+pair's drops are the cosine lost between the occluded probe and the clean gallery
+(--pairs_symmetric: both ways, averaged on the canonical face). It writes verify.json /
+verify.md / verify.html, the genuine and impostor maps and the TAR@FAR lost per region,
+the same as experiments/verify.py (cms_jax.verify), and resumes with --resume.
 """
 import sys
 
@@ -27,6 +35,7 @@ from cms_jax.accumulate import REDUCES
 from cms_jax.models.foreign import ONNX_BACKENDS
 from cms_jax.forward import DTYPES
 from cms_jax.occlusion import SCORES
+from cms_jax.verify import VerifyFailed
 from cms_jax.pipeline import (FailurePolicy, Interrupted, RunConfig, RunFailed, catch_signals, resume_command,
                               run_job)
 
@@ -82,10 +91,19 @@ _MAX_SKIP = flags.DEFINE_float("max_skip_fraction", 0.5, "Fail (exit 2, outputs 
                                "than this fraction of the images is skipped.")
 _MAX_FAILED = flags.DEFINE_integer("max_failed_chunks", 3, "Stop (exit 2) when the same exception recurs "
                                    "in this many consecutive chunks.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 CelebA samples.")
+_PAIRS = flags.DEFINE_string("pairs", "", "A pair audit of an embedding model: auto:N (N genuine + N impostor "
+                             "pairs drawn by --identity) or a CSV of probe,gallery[,same]. Empty: the CMS job.")
+_IDENTITY = flags.DEFINE_string("identity", "lfw:identity", "--pairs: who is in each photo (lfw:identity, or "
+                                "csv:FILE of file,person).")
+_PAIRS_SYM = flags.DEFINE_bool("pairs_symmetric", False, "--pairs: also occlude the gallery against the clean "
+                               "probe; the two CIS are averaged on the canonical face.")
+_PAIRS_SEED = flags.DEFINE_integer("pairs_seed", 0, "--pairs: seed of the drawn pairs, the bootstrap and the "
+                                   "permutation test.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, 4 CelebA samples (with --pairs: "
+                           "tiny_embed on 12 LFW photos).")
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RunFailed)
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RunFailed, VerifyFailed)
 
 
 def _fail(message, verbosity):
@@ -103,6 +121,7 @@ _HELP_GROUPS = (
                 " onnx_backend max_skip_fraction max_failed_chunks"),
     ("Performance", "workers batch_size chunk_images checkpoint_every_s align_cache"),
     ("Multi-host", "num_processes process_id coordinator"),
+    ("Pair audits (face recognition)", "pairs identity pairs_symmetric pairs_seed"),
     ("Testing", "smoke"),
 )
 
@@ -148,9 +167,40 @@ def main(argv):
         sys.exit(e.exit_code)
 
 
+def _pair_audit():
+    """--pairs: the pair audit of `cms_jax.verify` with this job's model, images and occlusion flags."""
+    from cms_jax import assets
+    from cms_jax.verify import VerifyOptions, one_line, run_pair_job
+
+    misplaced = [f"--{n}" for n in ("label_from", "target", "reference") if flags.FLAGS[n].present]
+    if misplaced or _NPROC.value > 1:
+        raise ValueError(f"--pairs: {', '.join(misplaced) or '--num_processes > 1'} does not apply to a pair "
+                         f"audit (the target of each copy is its gallery's embedding; one process)")
+    smoke = _SMOKE.value
+    images = _IMAGES.value
+    if not images:
+        lfw = sorted(assets.resolve_dir("lfw", verify=False).glob("*.jpg"))
+        images = ",".join(map(str, lfw[:12])) if smoke else str(assets.resolve_dir("lfw", verify=False))
+    cfg = RunConfig(model="tiny_embed" if smoke else _MODEL.value, images=images, max_images=_MAX_IMAGES.value,
+                    patch_size=_PATCH.value, fill=_FILL.value, subdivision=_SUBDIV.value,
+                    visibility=_VISIBILITY.value, canvas=_CANVAS.value, batch_size=_BATCH.value,
+                    groups=_GROUPS.value, onnx_backend=_ONNX.value, dtype=_DTYPE.value,
+                    incremental="auto" if _INCREMENTAL.value is None else _INCREMENTAL.value)
+    opts = VerifyOptions(pairs="auto:4" if smoke else _PAIRS.value, identity=_IDENTITY.value,
+                         symmetric=_PAIRS_SYM.value, seed=_PAIRS_SEED.value, groups=_GROUPS.value,
+                         bootstrap=200 if smoke else 1000, permutations=200 if smoke else 1000,
+                         max_skip_fraction=_MAX_SKIP.value)
+    with catch_signals() as stop:
+        s = run_pair_job(cfg, _OUT_DIR.value, opts, workers=_WORKERS.value, resume=_RESUME.value,
+                         overwrite=_OVERWRITE.value, stop=stop, cache_dir=_ALIGN_CACHE.value or None)
+    print(f"{one_line(s)} -> {_OUT_DIR.value}/verify.html")
+
+
 def _main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
+    if _PAIRS.value:
+        return _pair_audit()
     cfg = RunConfig(model="tiny" if _SMOKE.value else _MODEL.value, images=_IMAGES.value,
                     max_images=4 if _SMOKE.value else _MAX_IMAGES.value, patch_size=_PATCH.value,
                     score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,

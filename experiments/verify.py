@@ -9,16 +9,19 @@ file,person), or a CSV of probe,gallery[,same]. Each pair is scored as Eq. 1 wit
 between the occluded probe and the clean gallery (--symmetric: also the gallery occluded
 against the clean probe, the two CIS averaged on the canonical face). Writes verify.json /
 verify.md (TAR@FAR, EER, per-region TAR drop with bootstrap CIs, the genuine - impostor test),
-pair_drops.npz, maps.npz and a PNG per map. --smoke runs in seconds on a random 64-d tiny net
-over 12 LFW photos. Errors print one line and exit 2.
+pair_drops.npz, maps.npz and a PNG per map. Scored chunks are saved as they finish
+(pair_chunks/): after a kill or Ctrl-C (which finishes the chunk in hand and exits 130 / 143)
+the same command with --resume scores only the rest; --overwrite replaces an earlier audit.
+The main job runs the same audit with --pairs (python -m experiments.cms --pairs=...).
+--smoke runs in seconds on a random 64-d tiny net over 12 LFW photos. Errors print one line
+and exit 2.
 """
 import sys
 
 from absl import app, flags, logging
 
-from cms_jax.pipeline import RunConfig
-from cms_jax.scoring.scorer import Scorer
-from cms_jax.verify import VerifyFailed, VerifyOptions, run_verify
+from cms_jax.pipeline import Interrupted, RunConfig, catch_signals, resume_command
+from cms_jax.verify import VerifyFailed, VerifyOptions, one_line, run_pair_job
 
 _MODEL = flags.DEFINE_string("model", "", "An embedding model: ONNX file (with its card), converted folder, "
                              "or a built-in embedding model (tiny_embed).")
@@ -43,6 +46,8 @@ _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + M
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/verify", "Output folder.")
 _MAX_SKIP = flags.DEFINE_float("max_skip_fraction", 0.5, "Fail (exit 2, outputs written) when more pairs "
                                "than this fraction are skipped.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue the audit in --out_dir from its saved chunks.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier audit in --out_dir.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny_embed (random weights) on 12 LFW photos, "
                            "auto:4 pairs, 200 bootstrap draws.")
 
@@ -61,7 +66,6 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
-        from cms_jax.data.image_list import expand_images
         smoke = _SMOKE.value
         cfg = RunConfig(model="tiny_embed" if smoke else (_MODEL.value or "tiny_embed"), images=_images(),
                         patch_size=_PATCH.value, fill=_FILL.value, batch_size=_BATCH.value,
@@ -74,14 +78,18 @@ def main(argv):
                              fars=tuple(float(f) for f in _FARS.value), bootstrap=200 if smoke else _BOOT.value,
                              test_images=300, permutations=200 if smoke else 1000,
                              max_skip_fraction=_MAX_SKIP.value)
-        s = run_verify(Scorer(cfg), expand_images(cfg.images, 0), _OUT_DIR.value, opts, workers=_WORKERS.value)
-    except (ValueError, FileNotFoundError, VerifyFailed) as e:
+        with catch_signals() as stop:
+            s = run_pair_job(cfg, _OUT_DIR.value, opts, workers=_WORKERS.value, resume=_RESUME.value,
+                             overwrite=_OVERWRITE.value, stop=stop)
+    except (ValueError, FileNotFoundError, FileExistsError, VerifyFailed) as e:
         print(f"verify: error: {e}", file=sys.stderr)
         sys.exit(2)
-    far = f"tar@far={opts.fars[0]:g}"
-    print(f"pair audit of {s['model']}: {s['pairs']['genuine']} genuine + {s['pairs']['impostor']} impostor pairs, "
-          f"TAR@FAR={opts.fars[0]:g} {s['clean'][far]['tar']:.3f}, EER {s['clean']['eer']:.3f} "
-          f"-> {_OUT_DIR.value}/verify.md")
+    except Interrupted as e:
+        print(f"\nverify: interrupted: {e}\nverify: resume with: "
+              f"{resume_command(sys.argv, resume=e.resumable, prog='python -m experiments.verify')}",
+              file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    print(f"{one_line(s)} -> {_OUT_DIR.value}/verify.md")
 
 
 if __name__ == "__main__":

@@ -219,6 +219,61 @@ def test_verify_smoke_and_one_line_errors(tmp_path, shared_dir):
                           f"--out_dir={tmp_path / 'x'}", "--workers=0"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "verify: error: --pairs=auto:N needs N >= 1, got 0"
+    # the main job's --pairs is the same audit: same pairs, same drops as experiments/verify
+    job = tmp_path / "job"
+    r = subprocess.run([sys.executable, "-m", "experiments.cms", "--pairs=auto:4", "--smoke", "--workers=0",
+                        f"--out_dir={job}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith(f"-> {job}/verify.html")
+    a, b = np.load(tmp_path / "pair_drops.npz"), np.load(job / "pair_drops.npz")
+    assert list(a["probe"]) == list(b["probe"]) and list(a["gallery"]) == list(b["gallery"])
+    np.testing.assert_allclose(a["drops"], b["drops"], atol=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "experiments.cms", "--pairs=auto:4", "--smoke", "--workers=0",
+                          "--label_from=utkface:gender", f"--out_dir={tmp_path / 'y'}"], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "cms: error: --pairs: --label_from does not apply to a pair audit (the target of each copy is its "
+        "gallery's embedding; one process)")
+
+
+class _StopAfter:
+    """A `StopRequest` whose signal arrives after ``n`` chunks (as SIGTERM would)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def raise_if_set(self, **progress):
+        from cms_jax.pipeline import Interrupted
+        self.n -= 1
+        if self.n == 0:
+            raise Interrupted(15, **progress)
+
+
+def test_a_killed_pair_audit_resumes_from_its_saved_chunks(audit, tmp_path):
+    from cms_jax.pipeline import Interrupted
+    from cms_jax.verify import VerifyOptions, run_verify
+
+    a, pairs, prepared, *_ = audit
+    files = sorted(prepared)
+    opts = VerifyOptions(pairs="auto:3", bootstrap=20, permutations=20, chunk_images=2)
+    whole = run_verify(a.scorer, files, tmp_path / "whole", opts, workers=0)
+    chunks = whole["chunks"]["scored"]
+    assert chunks >= 3 and whole["chunks"]["resumed"] == 0
+    with pytest.raises(Interrupted) as e:
+        run_verify(a.scorer, files, tmp_path / "cut", opts, workers=0, stop=_StopAfter(2))
+    assert e.value.resumable and e.value.signum == 15
+    assert len(list((tmp_path / "cut" / "pair_chunks").glob("*.npz"))) == 2  # saved before the signal was read
+    with pytest.raises(FileExistsError, match="--resume continues it, --overwrite replaces it"):
+        run_verify(a.scorer, files, tmp_path / "cut", opts, workers=0)
+    other = Scorer(dataclasses.replace(a.scorer.cfg, fill=1.0))
+    with pytest.raises(ValueError, match=r"other settings \(fill: 0.0 then, 1.0 now\)"):
+        run_verify(other, files, tmp_path / "cut", opts, workers=0, resume=True)
+    done = run_verify(a.scorer, files, tmp_path / "cut", opts, workers=0, resume=True)
+    assert (done["chunks"]["resumed"], done["chunks"]["scored"]) == (2, chunks - 2)
+    x, y = np.load(tmp_path / "whole" / "pair_drops.npz"), np.load(tmp_path / "cut" / "pair_drops.npz")
+    for k in ("probe", "gallery", "same", "similarity", "drops", "valid", "sides", "region_similarity"):
+        np.testing.assert_array_equal(x[k], y[k])
+    assert done["clean"] == whole["clean"]
 
 
 @pytest.mark.parametrize("net_name", ["TinyFaceNet", "TinyArcFace"])

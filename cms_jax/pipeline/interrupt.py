@@ -106,9 +106,13 @@ def guard():
             signal.signal(s, h)
 
 
-def resume_command(argv, *, resume: bool = True) -> str:
-    """The command line that continues this run: the same flags, --resume instead of --overwrite."""
-    prog = "cms-jax" if os.path.basename(argv[0]) == "cms-jax" else "python -m experiments.cms"
+def resume_command(argv, *, resume: bool = True, prog: str | None = None) -> str:
+    """The command line that continues this run: the same flags, --resume instead of --overwrite.
+
+    ``prog`` names the command (default: ``cms-jax`` or ``python -m experiments.cms``, by argv[0]).
+    """
+    if prog is None:
+        prog = "cms-jax" if os.path.basename(argv[0]) == "cms-jax" else "python -m experiments.cms"
     drop = ("--resume", "--noresume", "--overwrite", "--nooverwrite")
     args = [a for a in argv[1:] if a.split("=")[0] not in drop]
     return " ".join([prog, *map(shlex.quote, args)] + (["--resume"] if resume else []))

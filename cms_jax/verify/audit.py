@@ -27,6 +27,7 @@ import numpy as np
 
 from cms_jax import regions
 from cms_jax.data.prepare import FacePreparer
+from cms_jax.verify.chunks import ChunkStore, digest
 from cms_jax.verify.pairs import PairSet
 
 
@@ -83,12 +84,15 @@ class PairAudit:
       embed_counts: ``{path: clean embeddings computed}``; each image's is computed once.
     """
 
-    def __init__(self, scorer, *, workers: int = 2, cache_dir: str | None = None, chunk: int = 16):
+    def __init__(self, scorer, *, workers: int = 2, cache_dir: str | None = None, chunk: int = 16,
+                 store: ChunkStore | None = None, stop=None):
         if getattr(scorer.model, "output", "classes") != "embedding":
             raise ValueError(f"a pair audit needs an embedding model; {scorer.model.name!r} outputs "
                              f"{scorer.model.output}")
         self.scorer, self.workers, self.cache_dir, self.chunk = scorer, workers, cache_dir, chunk
+        self.store, self.stop = store, stop  # stop: a flag read between chunks (`pipeline.interrupt.StopRequest`)
         self.embed_counts: collections.Counter = collections.Counter()
+        self.chunks_scored = 0
 
     def prepare(self, files) -> tuple[dict, dict[str, str]]:
         """``({path: Prepared}, {path: reason})``: each file aligned and cropped once."""
@@ -119,8 +123,30 @@ class PairAudit:
                 self.embed_counts[p] += 1
         return out
 
-    def _occlude(self, probes, refs, prepared, emb) -> tuple[dict, dict[str, str]]:
+    def _chunk(self, chunk, size, prepared, emb) -> dict[str, np.ndarray]:
+        """One chunk of probes through the engine: arrays keyed by name (what `ChunkStore` saves)."""
+        dim = len(next(iter(emb.values())))
+        labels = []
+        for _, rs in chunk:
+            t = np.zeros((size, dim), np.float32)  # zero rows: padding, scored 0 and dropped
+            t[:len(rs)] = np.stack([emb[r] for r in rs])
+            labels.append(t)
+        result, bad = self.scorer.score([prepared[p] for p, _ in chunk], labels)
+        self.chunks_scored += 1
+        failed = {"failed_file": np.asarray([f["file"] for f in bad], str),
+                  "failed_reason": np.asarray([f["reason"] for f in bad], str)}
+        if result is None:
+            return {"files": np.zeros(0, str), **failed}
+        return {"files": np.asarray(result.files, str), "drops": np.asarray(result.drops, np.float32),
+                "valid": np.asarray(result.valid), "sides": np.asarray(result.sides, np.float32),
+                "clean": np.asarray(result.clean, np.float32), **failed}
+
+    def _occlude(self, probes, refs, prepared, emb, tag: str = "forward") -> tuple[dict, dict[str, str]]:
         """Drops of each ``probes[i]`` against the embeddings of ``refs[i]`` (a list of paths).
+
+        With a `ChunkStore`, a chunk saved by an earlier run of the same audit is read back
+        instead of scored, and each newly scored one is saved at once; ``stop`` is read
+        between chunks (a signal: `Interrupted` after the chunk in hand is saved).
 
         Returns ``({(probe, ref): (drops (V,), valid (V,), side, clean)}, {probe: reason})``.
         """
@@ -128,28 +154,30 @@ class PairAudit:
         for p, rs in zip(probes, refs):
             by_size[_bucket(len(rs))].append((p, rs))
         out, failed = {}, {}
-        dim = len(next(iter(emb.values())))
+        done = 0
         for size in sorted(by_size):
             items = by_size[size]
             for s in range(0, len(items), self.chunk):
                 chunk = items[s:s + self.chunk]
-                labels = []
-                for _, rs in chunk:
-                    t = np.zeros((size, dim), np.float32)  # zero rows: padding, scored 0 and dropped
-                    t[:len(rs)] = np.stack([emb[r] for r in rs])
-                    labels.append(t)
-                result, bad = self.scorer.score([prepared[p] for p, _ in chunk], labels)
-                failed.update({f["file"]: f["reason"] for f in bad})
-                if result is None:
-                    continue
-                row = {f: i for i, f in enumerate(result.files)}
+                key = digest([tag, size, chunk])
+                got = self.store.get(key) if self.store is not None else None
+                if got is None:
+                    got = self._chunk(chunk, size, prepared, emb)
+                    if self.store is not None:
+                        self.store.put(key, **got)
+                failed.update(zip(got["failed_file"].tolist(), got["failed_reason"].tolist()))
+                row = {f: i for i, f in enumerate(got["files"].tolist())}
                 for p, rs in chunk:
                     if p not in row:
                         continue
                     i = row[p]
                     for k, r in enumerate(rs):
-                        out[(p, r)] = (result.drops[i, :, k], result.valid[i], float(result.sides[i]),
-                                       float(result.clean[i, k]))
+                        out[(p, r)] = (got["drops"][i, :, k], got["valid"][i], float(got["sides"][i]),
+                                       float(got["clean"][i, k]))
+                done += len(chunk)
+                if self.stop is not None:
+                    self.stop.raise_if_set(done=done, total=len(probes), scored=len(row),
+                                           resumable=self.store is not None)
         return out, failed
 
     def score(self, pairs: PairSet, prepared: dict, emb: dict, *, symmetric: bool = False) -> PairScores:
@@ -162,13 +190,14 @@ class PairAudit:
                 skipped.append({"probe": p, "gallery": g, "reason": "; ".join(why)})
         directions = [(pairs.probe, pairs.gallery)] + ([(pairs.gallery, pairs.probe)] if symmetric else [])
         scored = []
-        for occluded, other in directions:
+        for direction, (occluded, other) in enumerate(directions):
             refs = collections.defaultdict(list)
             for k in np.nonzero(keep)[0]:
                 if other[k] not in refs[occluded[k]]:
                     refs[occluded[k]].append(other[k])
             probes = sorted(refs)
-            table, failed = self._occlude(probes, [refs[p] for p in probes], prepared, emb)
+            table, failed = self._occlude(probes, [refs[p] for p in probes], prepared, emb,
+                                          tag=("forward", "reverse")[direction])
             scored.append(table)
             for k in np.nonzero(keep)[0]:
                 if (occluded[k], other[k]) not in table:

@@ -11,7 +11,9 @@
   sides (and ``reverse_*`` when symmetric), region similarities;
 * ``maps.npz`` and one PNG per map (`maps.pair_maps`, one colour range for the
   signed maps, one for the parts), ``difference.png`` with the significant pixels;
-* ``verify.md``: the tables in Markdown; ``verify.html``: the page (`report.py`).
+* ``verify.md``: the tables in Markdown; ``verify.html``: the page (`report.py`);
+* ``pair_chunks/``: the scored chunks, saved as they finish (`chunks.py`): a killed
+  audit resumes from them (``resume``).
 
 No pair scored, or more than ``max_skip_fraction`` of them skipped, is a
 `VerifyFailed` (outputs written first when some pairs were scored).
@@ -29,6 +31,7 @@ from cms_jax import regions, roc, sources, storage
 from cms_jax.render import colours, panel
 from cms_jax.verify import maps as pm
 from cms_jax.verify.audit import PairAudit
+from cms_jax.verify.chunks import ChunkStore, digest
 from cms_jax.verify.pairs import pairs_from_flag
 from cms_jax.verify.report import write_verify_report
 
@@ -51,6 +54,7 @@ class VerifyOptions:
     test_images: int = 300
     permutations: int = 1000
     max_skip_fraction: float = 0.5
+    chunk_images: int = 16
 
 
 def _png(dest, canon, values, mask, scale, edges) -> np.ndarray:
@@ -125,14 +129,29 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def fingerprint(scorer, pairs, opts: VerifyOptions) -> dict:
+    """What makes saved chunks of this audit reusable (`chunks.ChunkStore`): model, occlusion, mesh, pairs."""
+    cfg = scorer.cfg
+    return {"model": scorer.model.name, "model_source": str(cfg.model), "patch": int(scorer.patch),
+            "fill": float(cfg.fill), "dtype": cfg.dtype, "subdivision": cfg.subdivision,
+            "visibility": cfg.visibility, "symmetric": opts.symmetric,
+            "pairs": digest([pairs.probe, pairs.gallery, np.asarray(pairs.same, bool).tolist()])}
+
+
 def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, workers: int = 2,
-               cache_dir: str | None = None) -> dict:
-    """Run a pair audit of ``scorer``'s embedding model over ``images`` (module docstring)."""
+               cache_dir: str | None = None, resume: bool = False, overwrite: bool = False, stop=None) -> dict:
+    """Run a pair audit of ``scorer``'s embedding model over ``images`` (module docstring).
+
+    Scored chunks are saved in ``out_dir/pair_chunks`` as they finish; ``resume`` reuses them
+    after a kill, ``overwrite`` replaces an earlier audit (`chunks.ChunkStore`). ``stop`` (a
+    `pipeline.interrupt.StopRequest`) is read between chunks.
+    """
     t0 = time.monotonic()
     out = storage.path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pairs = pairs_from_flag(opts.pairs, images, opts.identity, opts.seed)
-    audit = PairAudit(scorer, workers=workers, cache_dir=cache_dir)
+    store = ChunkStore(out_dir, fingerprint(scorer, pairs, opts), resume=resume, overwrite=overwrite)
+    audit = PairAudit(scorer, workers=workers, cache_dir=cache_dir, chunk=opts.chunk_images, store=store, stop=stop)
     prepared, not_aligned = audit.prepare(pairs.images())
     if not prepared:
         raise VerifyFailed(f"no image of the {len(pairs.images())} paired could be aligned, e.g. "
@@ -196,6 +215,7 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
         "maps": {k: {"file": files.get(k), "n": counts.get(k.removesuffix("_similarity").removesuffix(
             "_dissimilarity"))} for k in named},
         "embeddings_per_image": sorted(set(audit.embed_counts.values())),
+        "chunks": {"scored": audit.chunks_scored, "resumed": store.loaded, "folder": "pair_chunks"},
         "engine_clean_vs_embedding_max_abs": float(np.abs(scores.forward.clean - sim).max()),
         "skipped": scores.skipped, "images_not_aligned": not_aligned,
         "patch_size": scorer.patch, "fill": scorer.cfg.fill, "seconds": time.monotonic() - t0,
@@ -207,3 +227,23 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
         raise VerifyFailed(f"{len(scores.skipped)} of {len(pairs)} pairs skipped (more than "
                            f"--max_skip_fraction={opts.max_skip_fraction}); outputs written to {out}")
     return summary
+
+
+def run_pair_job(cfg, out_dir, opts: VerifyOptions, *, workers: int = 2, resume: bool = False,
+                 overwrite: bool = False, stop=None, cache_dir: str | None = None) -> dict:
+    """A pair audit from a `RunConfig` (its model, images and occlusion settings): the entry of
+    ``experiments/verify.py`` and of ``experiments/cms.py --pairs``."""
+    from cms_jax.data.image_list import expand_images
+    from cms_jax.scoring.scorer import Scorer
+
+    return run_verify(Scorer(cfg), expand_images(cfg.images, cfg.max_images), out_dir, opts, workers=workers,
+                      cache_dir=cache_dir, resume=resume, overwrite=overwrite, stop=stop)
+
+
+def one_line(summary: dict) -> str:
+    """The line a command prints when a pair audit ends."""
+    far = summary["fars"][0]
+    m = summary["clean"]
+    return (f"pair audit of {summary['model']}: {summary['pairs']['genuine']} genuine + "
+            f"{summary['pairs']['impostor']} impostor pairs, TAR@FAR={far:g} {m[f'tar@far={far:g}']['tar']:.3f}, "
+            f"EER {m['eer']:.3f}")
