@@ -27,7 +27,7 @@ FLOORS = (
     ("cms_jax", "cms_jax.api", "cms_jax.assets", "cms_jax.storage", "cms_jax.workers", "cms_jax.sharding",
      "cms_jax.convs", "cms_jax.compile_options", "cms_jax.occlusion", "cms_jax.projection", "cms_jax.work_items",
      "cms_jax.incremental", "cms_jax.forward", "cms_jax.engine", "cms_jax.accumulate", "cms_jax.viz",
-     "cms_jax.sources", "cms_jax.metrics", "cms_jax.roc", "cms_jax.groups", "cms_jax.regions"),
+     "cms_jax.sources", "cms_jax.metrics", "cms_jax.faithfulness", "cms_jax.roc", "cms_jax.groups", "cms_jax.regions"),
     ("cms_jax.models", "cms_jax.align"),                      # models and Section 3.1's alignment
     ("cms_jax.baselines", "cms_jax.render", "cms_jax.data"),  # explanations to compare, drawing, host data
     ("cms_jax.scoring", "cms_jax.train"),                     # the library layer the job and fine-tuning share

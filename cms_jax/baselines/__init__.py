@@ -18,10 +18,12 @@ from cms_jax.baselines.gradients import (guided_backprop, guided_gradcam_plusplu
                                          vanilla_gradients)
 from cms_jax.baselines.grid_occlusion import grid_occlusion
 from cms_jax.baselines.guided_relu import guided_relu, with_guided_relus
+from cms_jax.baselines.rise import rise
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "guided_gradcam++")
 INPUT_METHODS = ("gradients", "smoothgrad", "guided_backprop", "grid_occlusion")
-METHODS = CAM_METHODS + INPUT_METHODS
+METHODS = CAM_METHODS + INPUT_METHODS  # Fig. 2's methods
+BLACK_BOX_METHODS = ("rise",)          # beyond the paper: RISE, the random-mask rival of occlusion
 
 
 def explain(model: Any, x: jax.Array, method: str, targets: jax.Array | None = None,
@@ -41,23 +43,24 @@ def explain(model: Any, x: jax.Array, method: str, targets: jax.Array | None = N
     Returns:
       (B, H, W) float32 heatmaps.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; choose one of {METHODS}")
+    if method not in METHODS + BLACK_BOX_METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; choose one of {METHODS + BLACK_BOX_METHODS}")
     if method in CAM_METHODS:
         fns = unpack_model(model)
         fn = {"gradcam": gradcam, "gradcam++": gradcam_plusplus, "scorecam": scorecam,
               "guided_gradcam++": guided_gradcam_plusplus}[method]
         return fn(*fns, x, targets, **kwargs)
-    if method == "grid_occlusion":
+    if method in ("grid_occlusion", "rise"):
         kwargs.setdefault("mode", occ.score_mode("prob", bool(getattr(model, "outputs_are_probs", False)),
                                                  getattr(model, "output", "classes")))
-        return grid_occlusion(model.apply_fn, model.params, x, targets, **kwargs)
+        fn = grid_occlusion if method == "grid_occlusion" else rise
+        return fn(model.apply_fn, model.params, x, targets, **kwargs)
     fn = {"gradients": vanilla_gradients, "smoothgrad": smoothgrad,
           "guided_backprop": guided_backprop}[method]
     return fn(model.apply_fn, model.params, x, targets, **kwargs)
 
 
-__all__ = ["CAM_METHODS", "INPUT_METHODS", "METHODS", "explain", "gradcam", "gradcam_plusplus",
+__all__ = ["CAM_METHODS", "INPUT_METHODS", "METHODS", "BLACK_BOX_METHODS", "rise", "explain", "gradcam", "gradcam_plusplus",
            "scorecam", "vanilla_gradients", "smoothgrad", "guided_backprop",
            "guided_gradcam_plusplus", "grid_occlusion", "guided_relu", "with_guided_relus",
            "unpack_model"]
