@@ -132,7 +132,7 @@ def win_percent(o: Mapping[str, np.ndarray], tie_tol: float = 0.0) -> dict[str, 
 
 def faithfulness(confidence_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                  heatmaps: Mapping[str, np.ndarray], targets: np.ndarray | None = None,
-                 s_frac: float | None = None, batch_size: int = 32) -> dict:
+                 s_frac: float | None = None, batch_size: int = 32, per_image: bool = False) -> dict:
     """The Fig. 9 table: Average Drop %, % Increase, Win % and clip rate per method.
 
     Args:
@@ -143,6 +143,8 @@ def faithfulness(confidence_fn: Callable[[np.ndarray], np.ndarray], images: np.n
       targets: (N,) classes whose confidence M is read; None = predicted on the originals.
       s_frac: see ``normalize_heatmaps``.
       batch_size: images per confidence_fn call.
+      per_image: also return ``"per_image": {"y": (N,), "o": {name: (N,)}, "win_credit": {name: (N,)}}``,
+        the numbers behind each mean (for bootstrap CIs and paired tests).
 
     Returns:
       {"n": N, "s_mean": mean s, "methods": {name: {"average_drop", "increase_in_confidence",
@@ -168,4 +170,11 @@ def faithfulness(confidence_fn: Callable[[np.ndarray], np.ndarray], images: np.n
                       "increase_in_confidence": increase_in_confidence(y, o[name]),
                       "win": wins[name], "clip_rate": clip[name],
                       "degenerate": int(degenerate[name].sum())} for name in scaled}
-    return {"n": int(len(images)), "s_mean": float(np.mean(s)), "methods": methods}
+    out = {"n": int(len(images)), "s_mean": float(np.mean(s)), "methods": methods}
+    if per_image:
+        names = list(o)
+        stack = np.stack([np.asarray(o[n], np.float64) for n in names])
+        winners = stack <= stack.min(axis=0, keepdims=True)
+        credit = winners / winners.sum(axis=0, keepdims=True)
+        out["per_image"] = {"y": y, "o": o, "win_credit": {n: credit[i] for i, n in enumerate(names)}}
+    return out

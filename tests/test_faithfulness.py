@@ -111,3 +111,47 @@ def test_rise_through_explain_scores_the_models_own_confidence():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, *model.input_size, 3)), jnp.float32)
     a = explain(model, x, "rise", n_masks=64, batch_size=32)
     assert a.shape == (1, *model.input_size) and np.isfinite(np.asarray(a)).all()
+
+
+def test_paired_differences_and_their_tests_against_hand_values():
+    from cms_jax.figures.paired import bootstrap_mean, paired
+    a, b = np.array([1.0, 1.0, 1.0, 0.0]), np.zeros(4)
+    r = paired(a, b, binary=True)
+    # McNemar: 3 faces up, 0 down -> two-sided binomial p = 2 * 0.5**3
+    assert (r["test"], r["discordant"], r["diff"]) == ("mcnemar", [3, 0], 0.75) and r["p"] == pytest.approx(0.25)
+    x = np.random.default_rng(0).normal(size=200)
+    r = paired(x + 0.5, x)  # a constant shift: the CI is that shift alone, the test rejects
+    assert r["diff"] == pytest.approx(0.5) and r["ci"] == pytest.approx([0.5, 0.5]) and r["p"] < 1e-10
+    assert paired(x, x)["p"] == 1.0
+    m = bootstrap_mean(x, draws=2000)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert m["ci"][0] == pytest.approx(x.mean() - 1.96 * se, abs=0.4 * se)
+    assert m["ci"][1] == pytest.approx(x.mean() + 1.96 * se, abs=0.4 * se)
+
+
+def test_faithfulness_smoke_compares_every_method_and_control_on_the_same_faces(tmp_path, shared_dir):
+    import json
+    import os
+    import subprocess
+    import sys
+    from cms_jax.figures import faithfulness_table as ft
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "experiments.faithfulness", "--smoke", "--workers=0",
+                        f"--out_dir={tmp_path}"], capture_output=True, text=True, cwd=root, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "faithfulness.json").read_text())
+    t = s["table"]
+    assert s["n"] == 4 and set(t["methods"]) == set(ft.METHODS + ft.CONTROLS)
+    assert set(t["vs_CIS"]) == set(ft.METHODS + ft.CONTROLS) - {"CIS"}
+    for m in t["methods"].values():
+        for k in ft.METRICS:
+            assert m[k]["n"] == 4 and m[k]["ci"][0] <= m[k]["mean"] + 1e-12 <= m[k]["ci"][1] + 2e-12
+    z = np.load(tmp_path / "heatmaps.npz")
+    # the smoke's control model is the explained one: its "other task's CMS" is the CMS, face for face
+    np.testing.assert_array_equal(z["other_tasks_CMS"], z["CMS"])
+    assert (z["face_oval"] > 0).sum() > 0.2 * z["face_oval"].size and set(np.unique(z["face_oval"])) == {0.0, 1.0}
+    assert ((z["random_on_face"] > 0) <= (z["face_oval"] > 0)).all()
+    w = sum(t["methods"][m]["win"]["mean"] for m in t["methods"])
+    assert w == pytest.approx(100.0)  # Eq. 11's credit, ties shared, sums to 100 over the compared maps
+    assert "| CIS |" in (tmp_path / "faithfulness.md").read_text()
