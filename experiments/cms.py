@@ -32,6 +32,7 @@ import sys
 from absl import app, flags, logging
 
 from cms_jax.accumulate import REDUCES
+from cms_jax.groups import COMPARES
 from cms_jax.models.foreign import ONNX_BACKENDS
 from cms_jax.forward import DTYPES
 from cms_jax.occlusion import SCORES
@@ -83,6 +84,11 @@ _CHUNK = flags.DEFINE_integer("chunk_images", 16, "Images scored together (and b
 _ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default <out_dir>/align_cache).")
 _GROUPS = flags.DEFINE_string("groups", "", "Per-group CMS: utkface:race|gender|age_decade, csv:PATH or "
                               "celeba:ATTR_FILE:ATTRIBUTE.")
+_GROUP_COMPARE = flags.DEFINE_enum("group_compare", "normalised", list(COMPARES), "How --groups are compared: "
+                                   "normalised (each image's CIS divided by its own mean |value|: no difference "
+                                   "from confidence alone) or raw drops.")
+_GROUP_TRUTH = flags.DEFINE_string("group_truth", "", "True class per file, SOURCE:FIELD (e.g. utkface:gender): "
+                                   "group tests use only the correctly predicted faces.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
 _COORD = flags.DEFINE_string("coordinator", "", "host:port of process 0 for jax.distributed (multi-host), "
@@ -117,6 +123,7 @@ def _fail(message, verbosity):
 
 _HELP_GROUPS = (
     ("Basic", "model images out_dir max_images resume overwrite groups label_from target"),
+    ("Group tests", "group_compare group_truth"),
     ("Scoring", "score patch_size fill subdivision visibility canvas reduce reference incremental dtype approx_tau"
                 " onnx_backend max_skip_fraction max_failed_chunks"),
     ("Performance", "workers batch_size chunk_images checkpoint_every_s align_cache"),
@@ -207,6 +214,7 @@ def _main(argv):
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
                     target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,
+                    group_compare=_GROUP_COMPARE.value, group_truth=_GROUP_TRUTH.value,
                     incremental="auto" if _INCREMENTAL.value is None else _INCREMENTAL.value, dtype=_DTYPE.value,
                     approx_tau=_APPROX.value)
     summary = run_job(cfg, _OUT_DIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value,

@@ -49,6 +49,55 @@ def test_permutation_test_finds_a_planted_difference_and_nothing_else():
     assert not null["significant"].any()
 
 
+def test_pairwise_tests_share_one_family_over_all_pairs_and_pixels():
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(45, 6, 6))
+    labels = np.repeat(["A", "B", "C"], 15)
+    maps[:15, 1, 4] += 3.0  # group A differs at one pixel
+    r = grp.pairwise_tests(maps, labels, ["A", "B", "C"], permutations=300)
+    assert r["family"] == 3 * 36 and set(r["pairs"]) == {"A - B", "A - C", "B - C"}
+    for pair in ("A - B", "A - C"):
+        assert r["pairs"][pair]["significant"][1, 4] and r["pairs"][pair]["significant"].sum() == 1
+    assert not r["pairs"]["B - C"]["significant"].any()
+    a, b = maps[:15, 1, 4], maps[15:30, 1, 4]
+    d = (a.mean() - b.mean()) / np.sqrt((14 * a.var(ddof=1) + 14 * b.var(ddof=1)) / 28)  # Cohen's d by hand
+    assert r["pairs"]["A - B"]["effect"][1, 4] == pytest.approx(d, rel=1e-5)
+    np.testing.assert_allclose(r["pairs"]["A - B"]["diff"], maps[:15].mean(0) - maps[15:30].mean(0), atol=1e-6)
+
+
+def test_one_family_keeps_the_run_wise_error_where_per_pair_corrections_do_not():
+    """Six groups of pure noise (15 pairs), 20 runs: corrected per pair, most runs find some "difference";
+    corrected over the run's whole family, about alpha of them do."""
+    per_pair = joint = 0
+    groups = list("ABCDEF")
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        maps, labels = rng.normal(size=(60, 4, 4)), np.repeat(groups, 10)
+        joint += any(p["significant"].any() for p in grp.pairwise_tests(
+            maps, labels, groups, permutations=200, seed=seed)["pairs"].values())
+        per_pair += any(grp.permutation_test(maps[labels == a], maps[labels == b], permutations=200,
+                                             seed=seed)["significant"].any()
+                        for i, a in enumerate(groups) for b in groups[i + 1:])
+    assert joint <= 3 and per_pair >= 6, (joint, per_pair)
+
+
+def test_per_image_normalisation_removes_a_pure_confidence_effect():
+    """Group B's maps are group A's shape at 3x the magnitude (a less confident group loses more
+    probability from every square): raw drops differ everywhere, normalised maps nowhere."""
+    rng = np.random.default_rng(3)
+    shape = np.abs(rng.normal(size=(6, 6))) + 0.2
+    a = shape * rng.uniform(0.8, 1.2, (20, 1, 1)) + rng.normal(0, 0.02, (20, 6, 6))
+    b = 3 * shape * rng.uniform(0.8, 1.2, (20, 1, 1)) + rng.normal(0, 0.06, (20, 6, 6))
+    maps, labels = np.concatenate([a, b]), np.repeat(["A", "B"], 20)
+    raw = grp.pairwise_tests(maps, labels, ["A", "B"], permutations=200)["pairs"]["A - B"]
+    assert raw["significant"].mean() > 0.9
+    normed, usable = grp.normalise_per_image(maps, np.ones((6, 6), bool))
+    assert usable.all() and np.abs(normed).mean(axis=(1, 2)) == pytest.approx(np.ones(40))
+    assert not grp.pairwise_tests(normed, labels, ["A", "B"], permutations=200)["pairs"]["A - B"]["significant"].any()
+    zero, ok = grp.normalise_per_image(np.zeros((2, 3, 3)), np.ones((3, 3), bool))
+    assert not ok.any() and (zero == 0).all()
+
+
 def test_regions_partition_the_canvas_and_sit_where_faces_have_them():
     from cms_jax.align import CanonicalFace
     canon = CanonicalFace.mediapipe(canvas=128)

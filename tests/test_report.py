@@ -85,6 +85,12 @@ def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_reg
                   min_group=5, test_side=128, align_cache=str(tmp_path / "cache"))
     t = json.load(open(tmp_path / "regions.json"))["group_tests"]["A - B"]
     assert t["test_canvas"] == [128, 128] and t["images"] == [6, 6] and t["significant_pixels"] > 100
+    assert t["compare"] == "normalised" and t["family"] == 128 * 128
+    # the region test finds the planted eyes first (their squares spill into the cheeks beside them),
+    # and no region where A's planted increase is a decrease
+    reg = t["regions"]
+    assert reg["eyes"]["significant"] and max(reg, key=lambda k: abs(reg[k]["effect"])) == "eyes"
+    assert all(r["diff"] > 0 for r in reg.values() if r["significant"]), reg
     # Significance (tested at half the canvas, scaled back) lies where the planted eye drops reach.
     sig = res["significant"]["A - B"]
     assert sig.shape == (256, 256) and sig.sum() == t["significant_pixels"]
@@ -102,8 +108,10 @@ def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_reg
                    "<figcaption>A (n=6)</figcaption>", "<figcaption>B (n=6)</figcaption>",
                    "<figcaption>all classes pooled (n=12)</figcaption>", "<figcaption>female (n=6)</figcaption>",
                    "<figcaption>male (n=6)</figcaption>",
-                   f"A - B: {t['significant_pixels']} of {t['covered_pixels']} pixels significant (permutation "
-                   "test, 200 permutations, two-sided Welch t, max-T corrected, alpha 0.05; 6 vs 6 images)",
+                   f"A - B: {t['significant_pixels']} of {t['covered_pixels']} pixels significant (per-image-"
+                   "normalised CIS; permutation test, 200 permutations, two-sided Welch t, max-T corrected over all "
+                   "1 pair and pixels, alpha 0.05; 6 vs 6 images)",
+                   "A - B: effect size (Cohen&#x27;s d; significant pixels outlined)",
                    "clean confidence &gt;= max(0.8, the run&#x27;s median 0.9) = 0.9 (10 of 12)",
                    "the class the model predicts for the clean image"):
         assert needle in text, needle
@@ -117,11 +125,11 @@ def test_report_of_a_grouped_run_shows_maps_differences_and_the_faces_behind_reg
     eye_caps = captions[:6]  # the eyes row comes first: group A, class 'female'
     assert all("<b>female</b>" in c for c in eye_caps), eye_caps
     assert text.count("data:image/jpeg;base64,") == n_faces
-    # cms, smooth, pooled + 2 classes, 2 groups, 1 difference, one colour bar per region row
-    assert text.count("data:image/png;base64,") == 8 + len(res["top_faces"])
+    # cms, smooth, pooled + 2 classes, 2 groups, 1 difference and its effect size, one colour bar per region row
+    assert text.count("data:image/png;base64,") == 9 + len(res["top_faces"])
     assert os.path.exists(tmp_path / "cms_smooth.png")
-    # One colour range per kind of map: CMS + smooth; the 2 groups; (1 difference); pooled + 2 classes.
-    assert len(scales) == 8 and scales[0] == scales[1] and scales[2] == scales[3] and scales[5:] == [scales[5]] * 3
+    # One colour range per kind of map: CMS + smooth; the 2 groups; (1 difference, 1 effect size); pooled + 2 classes.
+    assert len(scales) == 9 and scales[0] == scales[1] and scales[2] == scales[3] and scales[6:] == [scales[6]] * 3
     assert scales[0] != scales[2] and all(sc.ticks()[1] == 0.0 for sc in scales if sc.lo < 0 < sc.hi)
 
 
@@ -193,3 +201,21 @@ def test_header_title_is_the_model_name_with_the_path_and_the_no_card_banner(tmp
     assert ("cd /src &amp;&amp; CMS_JAX_ASSETS=/work/shared python -m experiments.cms "
             "--model=/models/gender_net.onnx") in text
     assert "1.5×" in text and "60.0%" in text  # density bars beside share bars
+
+
+def test_group_tests_on_correctly_predicted_faces_only(tmp_path, shared_dir):
+    from cms_jax.pipeline.analysis import analyse
+    canon, files, eye, f = _synthetic_run(str(tmp_path), shared_dir)
+    # the run explained 'female' on A's 6 faces and 'male' on B's; two of A are truly men, one of B has no label
+    truth = ["male" if i in (0, 1) else ("female" if i < 6 else "male") for i in range(len(files))]
+    rows = [f"{os.path.basename(p)},{t}\n" for i, (p, t) in enumerate(zip(files, truth)) if i != 11]
+    (tmp_path / "truth.csv").write_text("".join(rows))
+    s = {**SUMMARY, "images_done": len(files), "images_total": len(files), "images_skipped": [],
+         "model_classes": ["female", "male"]}
+    analyse(str(tmp_path), canon, None, s, grouping=f"csv:{tmp_path / 'groups.csv'}", permutations=50,
+            min_group=5, test_side=64, align_cache=str(tmp_path / "cache"), truth=f"csv:{tmp_path / 'truth.csv'}",
+            compare="raw")
+    t = json.load(open(tmp_path / "regions.json"))["group_tests"]["A - B"]
+    assert t["images"] == [4, 5] and t["compare"] == "raw"
+    text = open(tmp_path / "report.html").read()
+    assert "correctly predicted faces only" in text and "9 of 11 faces with a true class (1 without one left out)" in text

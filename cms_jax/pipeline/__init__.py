@@ -76,7 +76,7 @@ def run_job(cfg: RunConfig, out_dir: str, *, resume: bool = False, overwrite: bo
         return None
     analyse(out_dir, scorer.canon, None, summary, grouping=cfg.groups,  # coverage at drops.npz's sides
             group_maps=sums.group_maps() if cfg.groups else None,
-            align_cache=kw.get("align_cache"))
+            align_cache=kw.get("align_cache"), compare=cfg.group_compare, truth=cfg.group_truth)
     return summary
 
 

@@ -13,72 +13,18 @@ significance mask are shown scaled up to the canvas (nearest pixel).
 """
 from __future__ import annotations
 
-import itertools
-
-import cv2
 import numpy as np
 
 from cms_jax import groups as grp
 from cms_jax import regions, storage
 from cms_jax.accumulate import cms_from_drops
 from cms_jax.pipeline import writers
+from cms_jax.pipeline.group_tests import REPORT_PANEL, correct_faces, group_differences, words
 from cms_jax.pipeline.reader import landmark_cache, read_run
 from cms_jax.pipeline.report import write_report
 from cms_jax.pipeline.top_faces import top_faces
 from cms_jax.projection import square_coverage
 from cms_jax.render import colours, panel, smooth
-
-REPORT_PANEL = 360  # px: width of a group or difference panel in the report (three to a row)
-
-
-def _diff_panel(canon, diff, significant, coverage, unit: str) -> tuple[np.ndarray, colours.Scale]:
-    """Difference map (no colour bar yet): diverging about zero; full colour and an outline where
-    significant, faded elsewhere."""
-    scale = colours.fit(diff, coverage, unit=unit, diverging=True)
-    im = panel.map_panel(canon.image, diff, coverage, scale, alpha=np.where(significant, 0.8, 0.25), legend=False)
-    if significant.any():
-        contours, _ = cv2.findContours(significant.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        im = np.ascontiguousarray(im)
-        cv2.drawContours(im, contours, -1, (0, 0, 0), 1)
-    return im, scale
-
-
-def _sample(idx: np.ndarray, k: int, rng) -> np.ndarray:
-    return idx if len(idx) <= k else np.sort(rng.choice(idx, k, replace=False))
-
-
-def _test_grid(canon, sides: np.ndarray, side: int):
-    """(vertices, canvas_hw, sides) of the canonical face scaled to at most ``side`` px (itself when smaller)."""
-    s = min(1.0, side / max(canon.canvas_hw))
-    hw = tuple(max(1, int(round(n * s))) for n in canon.canvas_hw)
-    return canon.vertices * np.float32(s), hw, np.asarray(sides, np.float64) * s
-
-
-def _group_differences(canon, per, lab, drops, valid, sides, coverage, unit, *, permutations, alpha, test_images,
-                       test_side, rng) -> tuple[dict, dict, dict]:
-    """For each pair of groups: (panel, test summary, significance mask on the canvas), keyed 'A - B'."""
-    png, tests, masks = {}, {}, {}
-    xy_t, hw_t, sides_t = _test_grid(canon, sides, test_side)
-    h, w = canon.canvas_hw
-    # Each group's sample is drawn and rendered once and reused by every pair it is in.
-    rendered = {}
-    for g in per:
-        i = _sample(np.nonzero(lab == g)[0], test_images, rng)
-        rendered[g] = (i, grp.cis_maps(drops[i], valid[i], xy_t, hw_t, sides_t[i]))
-    for a, b in itertools.combinations(per, 2):
-        (ia, cis_a), (ib, cis_b) = rendered[a], rendered[b]
-        t = grp.permutation_test(cis_a, cis_b, permutations=permutations, alpha=alpha)
-        sig = cv2.resize(t["significant"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-        sig &= coverage
-        diff = cv2.resize(t["diff"], (w, h), interpolation=cv2.INTER_NEAREST)
-        name = f"{a} - {b}"
-        png[name], masks[name] = panel.with_legend(*_diff_panel(canon, diff, sig, coverage, f"{name}, {unit}"),
-                                                   width=REPORT_PANEL), sig
-        tests[name] = {"significant_pixels": int(sig.sum()), "covered_pixels": int(coverage.sum()),
-                       "images": [len(ia), len(ib)], "max_abs_diff": float(np.abs(diff[coverage]).max()),
-                       "test_canvas": list(hw_t)}
-    return png, tests, masks
-
 
 def _class_panels(canon, z, sides, coverage, summary, cms, edges, reduce, unit) -> dict[str, np.ndarray]:
     """A model with classes: the pooled CMS and one CMS per explained class (from drops.npz, as the
@@ -103,7 +49,7 @@ def _class_panels(canon, z, sides, coverage, summary, cms, edges, reduce, unit) 
 def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, grouping: str = "",
             group_maps: dict[str, np.ndarray] | None = None, permutations: int = 1000, alpha: float = 0.05,
             min_group: int = 5, test_images: int = 500, seed: int = 0, test_side: int = 256,
-            align_cache=None, top_k: int = 6) -> dict:
+            align_cache=None, top_k: int = 6, compare: str = "normalised", truth: str = "") -> dict:
     """Write regions.json/.md, cms_smooth.png, per-group maps and differences, and report.html into ``out_dir``.
 
     Returns:
@@ -118,6 +64,8 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
       test_side: largest canvas side of the permutation test's maps.
       align_cache: the run's landmark cache (for the faces shown; None runs MediaPipe on them).
       top_k: faces shown per region.
+      compare, truth: how groups are compared (`group_tests`): 'normalised' or 'raw' CIS, and a
+        ``SOURCE:FIELD`` of true classes restricting the tests to correctly predicted faces.
     """
     out = storage.path(out_dir)
     run = read_run(out_dir, summary)
@@ -154,17 +102,32 @@ def analyse(out_dir, canon, coverage: np.ndarray | None, summary: dict, *, group
             writers.save_png(out / f"cms_group_{g}.png", panel.with_legend(body, shared))
             group_png[f"{g} (n={sizes[g]})"] = panel.with_legend(body, shared, width=REPORT_PANEL)
             storage.save_npy(out / f"cms_group_{g}.npy", m.astype(np.float32))
-        diff_png, tests, significant = _group_differences(
-            canon, per, lab, drops, valid, sides, coverage, unit, permutations=permutations, alpha=alpha,
-            test_images=test_images, test_side=test_side, rng=np.random.default_rng(seed))
-        test_words = (f"permutation test, {permutations} permutations, two-sided Welch t, max-T corrected, "
-                      f"alpha {alpha}")
-        notes.append(f"Permutation test: {permutations} permutations, two-sided Welch t, max-T corrected, "
-                     f"alpha {alpha}, on at most {test_images} images per group (seeded random sample), "
-                     f"maps at most {test_side} px.")
-        diff_png = {f"{name}: {tests[name]['significant_pixels']} of {tests[name]['covered_pixels']} pixels "
-                    f"significant ({test_words}; {tests[name]['images'][0]} vs {tests[name]['images'][1]} images)": im
-                    for name, im in diff_png.items()}
+        correct = None
+        if truth:
+            correct, line = correct_faces(truth, files, z["targets"], summary)
+            notes.append(line)
+        testable = [g for g in per if int(((lab == g) & (True if correct is None else correct)).sum()) >= 2]
+        if len(testable) >= 2:
+            diff_png, effect_png, tests, significant = group_differences(
+                canon, {g: per[g] for g in testable}, lab, drops, valid, sides, coverage, unit,
+                permutations=permutations, alpha=alpha, test_images=test_images, test_side=test_side,
+                rng=np.random.default_rng(seed), compare=compare, correct=correct)
+        else:
+            effect_png = {}
+            notes.append(f"No group test: fewer than two groups have 2 faces to test ({', '.join(per) or 'none'}).")
+        test_words = words(compare, permutations, alpha, len(tests))
+        notes.append(f"Group differences: {test_words}, on at most {test_images} images per group (seeded "
+                     f"random sample), maps at most {test_side} px; the effect-size maps are Cohen's d per pixel. "
+                     + ("Each image's CIS is divided by its own mean |value|, so a group the model is less sure "
+                        "of cannot differ everywhere by magnitude alone (--group_compare=raw tests the drops)."
+                        if compare == "normalised" else "Raw drops: a difference in the model's confidence "
+                        "between groups shows as a difference of magnitude everywhere."))
+        captions = {name: f"{name}: {tests[name]['significant_pixels']} of {tests[name]['covered_pixels']} pixels "
+                          f"significant ({test_words}; {tests[name]['images'][0]} vs {tests[name]['images'][1]} "
+                          f"images)" for name in diff_png}
+        diff_png = {**{captions[k]: im for k, im in diff_png.items()},
+                    **{f"{k}: effect size (Cohen's d; significant pixels outlined)": im
+                       for k, im in effect_png.items()}}
     class_png = _class_panels(canon, z, sides, coverage, summary, cms, edges, reduce, unit)
     table, md = regions.shares_table(maps, masks, coverage)
     storage.write_json(out / "regions.json", {"regions": table, "group_tests": tests})

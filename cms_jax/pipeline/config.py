@@ -46,6 +46,11 @@ class RunConfig:
         mean embedding of the identity's other images instead of the image's own.
       groups: '' or a grouping spec (``utkface:race``, ``csv:PATH``, ``celeba:PATH:ATTR``) whose
         per-group CMS sums are accumulated with the run's (and reduced across processes).
+      group_compare: how the group tests compare CIS maps (`groups.COMPARES`): 'normalised' (the
+        default: each image's CIS divided by its own mean |value|, so a group the model is less sure
+        of cannot differ "everywhere" by magnitude alone) or 'raw' drops.
+      group_truth: '' or a ``SOURCE:FIELD`` of true classes (values naming the model's classes):
+        the group tests then use only the faces whose explained (predicted) class is correct.
       incremental: score by exact incremental inference (`cms_jax.forward`, any model that runs
         on the device; black boxes are refused); same drops within float rounding, fewer FLOPs.
         'auto': incremental where the model allows, else dense, the default of ``experiments/cms.py``
@@ -76,13 +81,15 @@ class RunConfig:
     target: str = ""
     reference: str = ""
     groups: str = ""
+    group_compare: str = "normalised"
+    group_truth: str = ""
     incremental: bool | str = False
     dtype: str = "float32"
     onnx_backend: str = "auto"
     approx_tau: float = 1.0
 
     # Fields that only change speed or bookkeeping, never the numbers (beyond fp32 rounding).
-    _NOT_IN_FINGERPRINT = ("batch_size", "incremental", "onnx_backend")
+    _NOT_IN_FINGERPRINT = ("batch_size", "incremental", "onnx_backend", "group_compare", "group_truth")
 
     def validate(self) -> None:
         from cms_jax.accumulate import REDUCES
@@ -106,8 +113,14 @@ class RunConfig:
             raise ValueError(f"approx_tau must be in (0, 1] (1 = exact), got {self.approx_tau!r}")
         if self.incremental not in (True, False, "auto"):
             raise ValueError(f"incremental must be True, False or 'auto', got {self.incremental!r}")
+        from cms_jax.groups import COMPARES
+        if self.group_compare not in COMPARES:
+            raise ValueError(f"group_compare must be {_either(COMPARES)}, got {self.group_compare!r}")
+        if self.group_truth and self.label_from:
+            raise ValueError("group_truth restricts the group tests to correctly predicted faces, so the run "
+                             "must explain the predicted class: drop label_from (or group_truth)")
         from cms_jax import sources
-        for name in ("label_from", "groups"):
+        for name in ("label_from", "groups", "group_truth"):
             if getattr(self, name):
                 try:
                     sources.check(getattr(self, name))
