@@ -9,6 +9,7 @@ import math
 import shutil
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -208,17 +209,54 @@ def test_fig07_sanity_smoke(tmp_path, shared_dir):
     run_script("fig07_sanity", "--smoke", f"--out_dir={tmp_path}")
     r = load(tmp_path / "fig07.json")
     assert r["faces"] == 3 and r["layer_order"][-1] == "fc8" and r["layer_order"][0] == "conv1_1"
-    assert [l["layers_randomised"] for l in r["levels"]] == [1, 4, 10]
+    n = len(r["layer_order"])
+    assert [l["layers_randomised"] for l in r["levels"]] == [1, 4, 10, n]  # the fully random model added
     assert r["levels"][0]["layers"] == ["fc8"] and r["levels"][1]["layers"][-1] == "conv5_3"
+    assert r["draws"] == 2 and r["fully_random"]["spearman"] == r["levels"][-1]["spearman"]
     for lvl in r["levels"]:
-        for key in ("spearman", "spearman_abs", "ssim", "pearson"):
-            assert -1 <= lvl[key] < 0.99, (key, lvl[key])  # random weights: not the trained map
+        assert len(lvl["draws"]) == 2 and 0 <= lvl["negative_spearman_draws"] <= 2
+        for key in ("spearman", "spearman_abs", "ssim", "pearson", "hog"):
+            assert -1 <= lvl[f"{key}_min"] <= lvl[key] + 1e-12 and lvl[key] <= lvl[f"{key}_max"] + 1e-12 <= 1 + 2e-9
+            assert lvl[key] == pytest.approx(np.mean([d[key] for d in lvl["draws"]]))
+    # the tiny model's own weights are random, so one random fc8 may read its features the same way
+    # (occlusion moves them along one direction); a fully random model never does
+    assert r["fully_random"]["spearman_max"] < 0.99 and r["fully_random"]["ssim_max"] < 0.99
     assert all(-1 <= v <= 1 for v in r["trained_split_half"].values())
     maps = np.load(tmp_path / "fig07_maps.npz")
-    assert maps["randomised"].shape == (3, RunConfig.canvas, RunConfig.canvas) and np.abs(maps["trained"]).max() > 0
-    read_png(tmp_path / "fig07_maps.png", 1, 4, title=False)
+    assert maps["randomised"].shape == (4, RunConfig.canvas, RunConfig.canvas) and np.abs(maps["trained"]).max() > 0
+    read_png(tmp_path / "fig07_maps.png", 1, 5, title=False)
     im = cv2.imread(str(tmp_path / "fig07.png"))
     assert im is not None and im.std() > 10
+
+
+def test_the_cascade_is_cumulative_one_draw_per_cascade():
+    from cms_jax.figures.sanity import cascade
+    from cms_jax.models.vgg import tiny_vgg
+    m = tiny_vgg()
+    order = layer_order(m.params, m.apply_fn, (*m.input_size, m.channels))
+    full = randomise(m.params, order, seed=7)
+    one, four = cascade(m.params, order, 1, full), cascade(m.params, order, 4, full)
+    for k in order:
+        want_one = full[k] if k == order[-1] else m.params[k]
+        want_four = full[k] if k in order[-4:] else m.params[k]
+        for got, want in ((one[k], want_one), (four[k], want_four)):
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # level 4 holds level 1's random fc8 (the same draw), not a fresh one
+    for a, b in zip(jax.tree_util.tree_leaves(one[order[-1]]), jax.tree_util.tree_leaves(four[order[-1]])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_hog_similarity_is_one_for_a_map_and_low_for_unrelated_ones():
+    from cms_jax.figures import stats
+    yy, xx = np.mgrid[:64, :64]
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 60.0)
+    assert stats.hog_similarity(blob, blob) == pytest.approx(1.0)
+    assert stats.hog_similarity(blob, 3 * blob + 1) == pytest.approx(1.0)  # min-max scaled first
+    other = np.exp(-((yy - 44) ** 2 + (xx - 16) ** 2) / 60.0)
+    noise = np.random.default_rng(0).random((64, 64))
+    assert stats.hog_similarity(blob, other) < 0.5 and abs(stats.hog_similarity(blob, noise)) < 0.3
+    assert stats.hog(blob).shape == (7 * 7 * 36,)
 
 
 def _tiny_faces(paths):

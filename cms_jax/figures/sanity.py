@@ -1,15 +1,21 @@
 """Fig. 7: Adebayo et al.'s sanity check by cascading randomisation, from the output layer down.
 
-The last k parametrised layers (those holding a kernel: convolutions,
-separable convolutions, dense layers) get fresh weights drawn from a normal
-with each array's own mean and standard deviation; batch-norm statistics and
-earlier layers stay trained. The CMS (Eq. 6) of each randomised model over
-the same aligned faces, explaining the trained model's predicted class, is
-compared with the trained model's CMS by Spearman rank correlation (of the
-values and of their absolute values) and SSIM. A saliency method passes when
-the similarity falls as more layers are randomised. The trained model's CMS
-of one random half of the faces against the other half's gives the level
-that sampling noise alone reaches (dotted lines).
+The cascade is cumulative, as in Adebayo et al. (2018): for each of ``draws``
+independent draws, every parametrised layer (those holding a kernel:
+convolutions, separable convolutions, dense layers) gets fresh weights from a
+normal with each array's own mean and standard deviation, once; level k uses
+that draw's weights for the last k layers and the trained ones below, so level
+k + 1 is level k with one more layer randomised. Batch-norm statistics stay
+trained. The CMS (Eq. 6) of each randomised model over the same aligned faces,
+explaining the trained model's predicted class, is compared with the trained
+model's CMS by Spearman rank correlation (of the values and of their absolute
+values), SSIM and HOG similarity (`stats.compare`). Each level reports the mean,
+minimum and maximum over the draws and how many draws give a negative Spearman
+(a sign that repeats over draws is systematic, one that flips is the random
+read-out's). Two references frame the numbers: the split-half noise floor (the
+trained model's CMS of one random half of the faces against the other's, over
+``draws`` random splits) and the fully random model (every layer randomised,
+the last level, always included).
 """
 from __future__ import annotations
 
@@ -89,15 +95,31 @@ def default_levels(num_layers: int) -> list[int]:
     return out + [num_layers]
 
 
-def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, seed: int = 0,
+def cascade(params: dict, order: list[str], level: int, draw: dict) -> dict:
+    """``params`` with the last ``level`` layers of ``order`` taken from ``draw`` (a fully random copy)."""
+    top = set(order[-level:])
+    return {k: (draw[k] if k in top else v) for k, v in params.items()}
+
+
+def _spread(rows: list[dict]) -> dict:
+    """Mean, min and max over draws of each similarity."""
+    keys = rows[0].keys()
+    return {**{k: float(np.mean([r[k] for r in rows])) for k in keys},
+            **{f"{k}_min": float(np.min([r[k] for r in rows])) for k in keys},
+            **{f"{k}_max": float(np.max([r[k] for r in rows])) for k in keys}}
+
+
+def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, seed: int = 0, draws: int = 5,
            workers: int = 2, align_cache: str | None = None) -> dict:
     """Write fig07.png (similarity against layers randomised), fig07_maps.png and fig07.json.
 
     Args:
       cfg: model (a jit-able FaceModel with a parameter dict) and images.
       out_dir: output folder.
-      levels: numbers of output-side layers randomised (default `default_levels`).
-      seed: seed of the random weights.
+      levels: numbers of output-side layers randomised (default `default_levels`); the fully
+        random model (all layers) is always added.
+      seed: seed of the random weights and the split halves.
+      draws: independent random draws of the cascade (and random splits of the noise floor).
       workers: host processes for alignment.
       align_cache: landmark cache folder.
 
@@ -107,11 +129,14 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     model = models.load(cfg.model)
     if not model.jittable or not isinstance(model.params, dict) or not model.params:
         raise ValueError(f"fig07: {cfg.model} has no parameter dict to randomise (black-box model)")
+    if draws < 1:
+        raise ValueError(f"fig07: draws must be >= 1, got {draws}")
     order = layer_order(model.params, model.apply_fn, (*model.input_size, model.channels))
     levels = levels or default_levels(len(order))
     bad = [k for k in levels if not 1 <= k <= len(order)]
     if bad:
         raise ValueError(f"fig07: levels {bad} outside [1, {len(order)}] (layers: {order})")
+    levels = sorted(set(levels) | {len(order)})
     fm = per_image.FaceMaps(cfg, model=model)
     faces, skipped = fm.prepare(expand_images(cfg.images, cfg.max_images), workers, align_cache)
     if not faces:
@@ -126,44 +151,67 @@ def figure(cfg: RunConfig, out_dir: str, *, levels: list[int] | None = None, see
     trained, d0 = cms_of(fm)
     cov = fm.coverage(d0["sides"])
     # The noise floor: the trained model's CMS of one random half of the faces against the other's.
-    half = np.random.default_rng(seed).permutation(len(faces))
-    halves = [cms_from_drops(d0["drops"][h], d0["valid"][h], canon_xy, hw, d0["sides"][h], cfg.reduce)
-              for h in (half[:len(faces) // 2], half[len(faces) // 2:])]
-    split_half = stats.compare(*halves, cov) if len(faces) >= 2 else None
-    maps, rows = [trained], []
+    floor = None
+    if len(faces) >= 2:
+        rng = np.random.default_rng(seed)
+        splits = []
+        for _ in range(draws):
+            half = rng.permutation(len(faces))
+            halves = [cms_from_drops(d0["drops"][h], d0["valid"][h], canon_xy, hw, d0["sides"][h], cfg.reduce)
+                      for h in (half[:len(faces) // 2], half[len(faces) // 2:])]
+            splits.append(stats.compare(*halves, cov))
+        floor = _spread(splits)
+    per_level = {k: [] for k in levels}
+    first_maps, clean = [], {k: [] for k in levels}
+    for d in range(draws):
+        full = randomise(model.params, order, seed * 1000 + d)  # one draw of every layer, used by all levels
+        for k in levels:
+            rand = dataclasses.replace(model, params=cascade(model.params, order, k, full))
+            cms_k, dk = cms_of(per_image.FaceMaps(cfg, model=rand, canon=fm.canon), d0["targets"])
+            per_level[k].append(stats.compare(trained, cms_k, cov))
+            clean[k].append(float(dk["clean"].mean()))
+            if d == 0:
+                first_maps.append(cms_k)
+        print(f"fig07: draw {d + 1}/{draws}: spearman " + ", ".join(
+            f"{k}: {per_level[k][-1]['spearman']:+.2f}" for k in levels) + f" ({time.monotonic() - t0:.0f}s)",
+            flush=True)
+    rows = []
+    full_random = _spread(per_level[len(order)])
     for k in levels:
-        rand = dataclasses.replace(model, params=randomise(model.params, order[-k:], seed + k))
-        cms_k, dk = cms_of(per_image.FaceMaps(cfg, model=rand, canon=fm.canon), d0["targets"])
-        maps.append(cms_k)
-        rows.append({"layers_randomised": k, "layers": order[-k:][::-1],
-                     "mean_clean_confidence": float(dk["clean"].mean()),
-                     **stats.compare(trained, cms_k, cov)})
-        print(f"fig07: last {k} layers randomised: spearman {rows[-1]['spearman']:.3f} "
-              f"ssim {rows[-1]['ssim']:.3f} ({time.monotonic() - t0:.0f}s)", flush=True)
+        sp = _spread(per_level[k])
+        rows.append({"layers_randomised": k, "layers": order[-k:][::-1], "draws": per_level[k],
+                     "negative_spearman_draws": int(sum(r["spearman"] < 0 for r in per_level[k])),
+                     "mean_clean_confidence": float(np.mean(clean[k])), **sp,
+                     "below_floor": None if floor is None else bool(sp["spearman_abs_max"] < floor["spearman_abs_min"]),
+                     "spearman_abs_minus_fully_random": sp["spearman_abs"] - full_random["spearman_abs"]})
     os.makedirs(out_dir, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for key in ("spearman", "spearman_abs", "ssim"):
-        line, = ax.plot([0] + levels, [1.0] + [r[key] for r in rows], marker="o", label=key)  # 0: trained
-        if split_half is not None:
-            ax.axhline(split_half[key], color=line.get_color(), ls=":", lw=1)
+    for key in ("spearman", "spearman_abs", "ssim", "hog"):
+        xs = [0] + levels
+        line, = ax.plot(xs, [1.0] + [r[key] for r in rows], marker="o", label=key)  # 0: trained
+        ax.fill_between(levels, [r[f"{key}_min"] for r in rows], [r[f"{key}_max"] for r in rows],
+                        color=line.get_color(), alpha=0.15, lw=0)
+        if floor is not None:
+            ax.axhline(floor[key], color=line.get_color(), ls=":", lw=1)
     ax.plot([], [], color="gray", ls=":", label="trained, half vs half")
     ax.axhline(0, color="gray", lw=0.5)
-    ax.set_xlabel("layers randomised, from the output")
+    ax.set_xlabel("layers randomised, from the output (cumulative)")
     ax.set_ylabel("similarity to the trained model's CMS")
     ax.set_ylim(-1.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"Fig. 7: {cfg.model}, CMS over {len(faces)} faces", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.set_title(f"Fig. 7: {cfg.model}, CMS over {len(faces)} faces, {draws} draws (band: min-max)", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "fig07.png"), dpi=100, facecolor="white")
     plt.close(fig)
-    tiles = [viz.overlay(fm.canon.image, m, cov) for m in maps]
+    tiles = [viz.overlay(fm.canon.image, m, cov) for m in [trained] + first_maps]
     common.panels(tiles, ["trained"] + [f"last {k} randomised" for k in levels],
                   os.path.join(out_dir, "fig07_maps.png"), cols=min(len(tiles), 6))
-    np.savez(os.path.join(out_dir, "fig07_maps.npz"), trained=trained, randomised=np.stack(maps[1:]),
+    np.savez(os.path.join(out_dir, "fig07_maps.npz"), trained=trained, randomised=np.stack(first_maps),
              levels=np.asarray(levels))
     return common.write_json(os.path.join(out_dir, "fig07.json"), {
-        "model": cfg.model, "faces": len(faces), "skipped": skipped, "seed": seed,
+        "model": cfg.model, "faces": len(faces), "skipped": skipped, "seed": seed, "draws": draws,
+        "cascade": "cumulative: one random draw of every layer per draw; level k takes the last k from it",
         "layer_order": order, "trained_mean_clean_confidence": float(d0["clean"].mean()),
-        "trained_split_half": split_half,
+        "trained_split_half": floor, "fully_random": full_random,
         "levels": rows, "seconds": round(time.monotonic() - t0, 1)})

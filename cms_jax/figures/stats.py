@@ -78,8 +78,40 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, sigma: fl
     return float(s[mask].mean())
 
 
+def hog(m: np.ndarray, mask: np.ndarray | None = None, cell: int = 8, bins: int = 9) -> np.ndarray:
+    """Histogram of oriented gradients of a 2-D map (Dalal & Triggs; Adebayo et al.'s third similarity).
+
+    The map is min-max scaled over ``mask`` (0 outside), its Sobel gradients binned by unsigned
+    orientation into ``bins`` per ``cell`` x ``cell`` cell (weighted by magnitude), and each 2 x 2
+    block of cells L2-normalised. Returns the flat descriptor.
+    """
+    import cv2
+    m = np.asarray(m, np.float64)
+    mask = np.ones(m.shape, bool) if mask is None else np.asarray(mask, bool)
+    x = _unit(m, mask)
+    gx = cv2.Sobel(x, cv2.CV_64F, 1, 0, ksize=3)
+    gy = cv2.Sobel(x, cv2.CV_64F, 0, 1, ksize=3)
+    mag, ang = np.hypot(gx, gy), np.mod(np.arctan2(gy, gx), np.pi)
+    h, w = (m.shape[0] // cell) * cell, (m.shape[1] // cell) * cell
+    b = np.minimum((ang[:h, :w] / np.pi * bins).astype(int), bins - 1)
+    onehot = np.eye(bins)[b] * mag[:h, :w, None]
+    cells = onehot.reshape(h // cell, cell, w // cell, cell, bins).sum((1, 3))
+    blocks = np.concatenate([cells[:-1, :-1], cells[1:, :-1], cells[:-1, 1:], cells[1:, 1:]], -1)
+    blocks /= np.sqrt((blocks ** 2).sum(-1, keepdims=True) + 1e-12)
+    return blocks.ravel()
+
+
+def hog_similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of the HOG descriptors of two maps (1 for identical maps)."""
+    ha, hb = hog(a, mask), hog(b, mask)
+    if ha.std() == 0 or hb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ha, hb)[0, 1])
+
+
 def compare(reference: np.ndarray, other: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Pearson, Spearman, Spearman of absolute values (Adebayo et al.) and SSIM of ``other`` vs ``reference``."""
+    """Pearson, Spearman, Spearman of absolute values (Adebayo et al.), SSIM and HOG similarity of
+    ``other`` vs ``reference``."""
     return {"pearson": pearson(reference, other, mask), "spearman": spearman(reference, other, mask),
             "spearman_abs": spearman(np.abs(reference), np.abs(other), mask),
-            "ssim": ssim(reference, other, mask)}
+            "ssim": ssim(reference, other, mask), "hog": hog_similarity(reference, other, mask)}
