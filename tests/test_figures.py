@@ -357,3 +357,23 @@ def test_fig16_patch_sizes(tmp_path, shared_dir):
         assert ref.max() - ref.min() > 1e-4, "degenerate: the map is flat"
         np.testing.assert_allclose(row["range"], [ref.min(), ref.max()], rtol=1e-4, atol=1e-6)
     read_png(tmp_path / "fig16.png", 1, 4)
+
+
+def test_sensitivity_smoke_runs_every_variant_over_the_same_faces(tmp_path, shared_dir):
+    run_script("sensitivity", "--smoke", f"--out_dir={tmp_path}")
+    r = load(tmp_path / "sensitivity.json")
+    rows = r["rows"]
+    base = next(iter(rows))
+    assert base == "baseline (patch 2 px)" and rows[base]["pearson"] == pytest.approx(1.0)
+    assert {"patch 4 px", "patch 8 px", "subdivision 1", "logit", "Eq. 6 covered"} <= set(rows)
+    assert all(row["faces"] == row["faces_in_common"] == r["faces"] == 4 for row in rows.values())
+    for name, row in rows.items():
+        assert sum(row["shares"].values()) == pytest.approx(100.0, abs=0.01)
+        assert -1 <= row["spearman"] <= 1 and row["common_pixels"] > 0
+        if name != base:
+            assert row["spearman"] < 1 - 1e-6, name  # every variant changes the map
+    assert load(tmp_path / "patch_8_px" / "summary.json")["patch_size"] == 8
+    assert load(tmp_path / "subdivision_1" / "summary.json")["vertices"] > 1800
+    black = [k for k in rows if k.startswith("fill black")]
+    assert len(black) == 1 and load(tmp_path / "fill_black" / "summary.json")["config"]["fill"] == pytest.approx(
+        float(black[0].split("(")[1].rstrip(")")), abs=1e-3)
