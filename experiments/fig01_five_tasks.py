@@ -30,8 +30,10 @@ _MAX = flags.DEFINE_integer("max_images", 0, "Use the first N faces (0 = all).")
 _FIG = flags.DEFINE_integer("fig_images", 1000, "Held-out faces in Fig. 1.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Alignment worker processes.")
 _ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default OUT_DIR/align_cache).")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds per task; with two or more, a permutation test of "
+                           "whether seeds of one task agree more than different tasks.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Under a minute: tiny twin, 40 UTKFace faces, gender and expression "
-                           "(a file-name label and a teacher's), 4 steps, 3 Fig. 1 faces.")
+                           "(a file-name label and a teacher's), seeds 0 and 1, 4 steps, 3 Fig. 1 faces.")
 
 
 def main(argv):
@@ -49,7 +51,8 @@ def main(argv):
     result = five_tasks.run(images if smoke else _IMAGES.value, _OUT_DIR.value, base,
                             task_names=("gender", "expression") if smoke else _TASKS.value,
                             fig_images=3 if smoke else _FIG.value, fig_batch=256 if smoke else 1024,
-                            workers=0 if smoke else _WORKERS.value, align_cache=_ALIGN_CACHE.value or None)
+                            workers=0 if smoke else _WORKERS.value, align_cache=_ALIGN_CACHE.value or None,
+                            seeds=(0, 1) if smoke else tuple(int(k) for k in _SEEDS.value))
     md = five_tasks.markdown(result)
     with open(f"{_OUT_DIR.value}/five_tasks.md", "w") as f:
         f.write(md)
