@@ -320,3 +320,13 @@ def test_pair_audit_of_torch_face_nets_through_the_converter(net_name, shared_di
     want = z["similarity"][0] - cosine(torch_embed(np.stack(copies)), eg[None])
     np.testing.assert_allclose(z["drops"][0, vs], want, atol=3e-6)
     assert np.abs(want).max() > 3e-5  # ten times the tolerance: the squares matter
+
+
+def test_a_bfloat16_pair_audit_records_its_fidelity_against_float32(audit, tmp_path):
+    """Several references per probe give (N, V, R) drops: the bf16 check compares them, padding left out."""
+    from cms_jax.verify import VerifyOptions, run_verify
+    a, pairs, prepared, *_ = audit
+    scorer = Scorer(dataclasses.replace(a.scorer.cfg, dtype="bfloat16"))
+    s = run_verify(scorer, sorted(prepared), tmp_path, VerifyOptions(pairs="auto:3", bootstrap=20, permutations=20),
+                   workers=0)
+    assert s["dtype"] == "bfloat16" and 0.9 < s["bf16_fidelity"] <= 1.0

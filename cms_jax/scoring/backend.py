@@ -155,7 +155,12 @@ class DropsBackend:
         self._fp32 = self._fp32 or self._engine("float32", 1.0)
         same = res.targets if self.engine.mode != "cosine" else targets  # the classes this run scored
         ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.fill)
-        keep = res.valid & np.isfinite(res.drops) & np.isfinite(ref.drops)
+        valid = np.asarray(res.valid)
+        if res.drops.ndim == 3:  # several references per image (pair audits): (N, V, R) drops
+            valid = valid[..., None]
+            if targets is not None and np.ndim(targets) == 3:  # zero rows pad the references: not scored
+                valid = valid & (np.linalg.norm(np.asarray(targets, np.float32), axis=-1) > 0)[:, None, :]
+        keep = np.broadcast_to(valid, res.drops.shape) & np.isfinite(res.drops) & np.isfinite(ref.drops)
         a, b = res.drops[keep], ref.drops[keep]
         if a.size < 2 or a.std() == 0 or b.std() == 0:
             return

@@ -218,7 +218,9 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
         "chunks": {"scored": audit.chunks_scored, "resumed": store.loaded, "folder": "pair_chunks"},
         "engine_clean_vs_embedding_max_abs": float(np.abs(scores.forward.clean - sim).max()),
         "skipped": scores.skipped, "images_not_aligned": not_aligned,
-        "patch_size": scorer.patch, "fill": scorer.cfg.fill, "seconds": time.monotonic() - t0,
+        "patch_size": scorer.patch, "fill": scorer.cfg.fill, "dtype": scorer.cfg.dtype,
+        **scorer.backend.fidelity.summary_fields(scorer.cfg.dtype, scorer.cfg.approx_tau),
+        "seconds": time.monotonic() - t0,
     }
     storage.write_json(out / "verify.json", summary)
     storage.write_text(out / "verify.md", _markdown(summary))
