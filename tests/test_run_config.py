@@ -25,7 +25,11 @@ def test_fingerprint_ignores_speed_flags_but_not_numbers():
 
 @pytest.mark.parametrize("bad,match", [(dict(score="max"), "score"), (dict(reduce="median"), "reduce"),
                                        (dict(batch_size=-1), "batch_size"), (dict(label_from="x"), "label_from"),
-                                       (dict(dtype="float16"), "dtype")])
+                                       (dict(dtype="float16"), "dtype"),
+                                       (dict(group_compare="zscore"), "group_compare"),
+                                       (dict(group_truth="utkface:gender", target="man"), "drop target"),
+                                       (dict(group_truth="utkface:gender", label_from="utkface:gender"),
+                                        "drop label_from")])
 def test_validate_names_the_bad_field(bad, match):
     with pytest.raises(ValueError, match=match):
         RunConfig(**bad).validate()

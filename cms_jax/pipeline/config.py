@@ -116,9 +116,10 @@ class RunConfig:
         from cms_jax.groups import COMPARES
         if self.group_compare not in COMPARES:
             raise ValueError(f"group_compare must be {_either(COMPARES)}, got {self.group_compare!r}")
-        if self.group_truth and self.label_from:
+        if self.group_truth and (self.label_from or self.target):
             raise ValueError("group_truth restricts the group tests to correctly predicted faces, so the run "
-                             "must explain the predicted class: drop label_from (or group_truth)")
+                             f"must explain the predicted class: drop {'label_from' if self.label_from else 'target'} "
+                             f"(or group_truth)")
         from cms_jax import sources
         for name in ("label_from", "groups", "group_truth"):
             if getattr(self, name):
