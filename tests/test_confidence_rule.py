@@ -95,3 +95,28 @@ def test_engine_and_grid_occlusion_score_the_same_confidence(k, output):
     grid = baselines.explain(model, jnp.asarray(x), "grid_occlusion",
                              None if tgt is None else jnp.asarray(tgt), patch=4, stride=4)
     np.testing.assert_allclose(np.asarray(grid)[0], np.full((4, 4), want), rtol=1e-5, atol=1e-7)
+
+
+def test_score_logit_reads_a_softmax_model_before_its_softmax(shared_dir):
+    """The shipped gender model ends in a softmax: --score=logit must read the layer before it, or
+    'logit' would silently be the probability again."""
+    import dataclasses
+
+    from cms_jax import models
+    from cms_jax.pipeline import RunConfig
+    from cms_jax.scoring.scorer import Scorer
+
+    prob = Scorer(RunConfig(model="gender", images="x"))
+    logit = Scorer(RunConfig(model="gender", images="x", score="logit"))
+    assert prob.model.outputs_are_probs and not logit.model.outputs_are_probs
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 1)), jnp.float32)
+    p = np.asarray(prob.model.apply_fn(prob.model.params, x), np.float64)
+    z = np.asarray(logit.model.apply_fn(logit.model.params, x), np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(1, keepdims=True), p, atol=1e-6)  # logits -> softmax = the model
+    assert np.abs(z).max() > 0.1 and not np.allclose(z, p)
+    no_head = dataclasses.replace(prob.model, features_fn=None, head_logits_fn=None)
+    with pytest.raises(ValueError, match="ends in a softmax and exposes no layer before it"):
+        models.with_logits(no_head)
+    tiny = models.load("tiny")  # outputs logits already: unchanged
+    assert models.with_logits(tiny) is tiny

@@ -7,7 +7,7 @@
   pose_bins / age_bins / change_from_reference / cosine_to_reference / set_reference
                                          confidences for regression and embedding outputs
 """
-from cms_jax.models.base import FaceModel, make_preprocess
+from cms_jax.models.base import FaceModel, make_preprocess, with_logits
 from cms_jax.models.blackbox import callable_model, onnx_model
 from cms_jax.models.flops import flops, vgg_flops
 from cms_jax.models.outputs import age_bins, change_from_reference, cosine_to_reference, pose_bins, set_reference
@@ -17,5 +17,5 @@ from cms_jax.models.vgg import VGG16, VGGConfig, tiny_vgg
 __all__ = [
     "BUILTIN", "FaceModel", "VGG16", "VGGConfig", "age_bins", "callable_model", "change_from_reference",
     "cosine_to_reference", "flops", "load", "make_preprocess", "onnx_model", "pose_bins", "set_reference",
-    "tiny_vgg", "vgg_flops",
+    "tiny_vgg", "vgg_flops", "with_logits",
 ]

@@ -108,3 +108,25 @@ def make_preprocess(colour: str, scale: float, mean, std) -> Callable:
         return ((x * np.float32(scale) - mean) / std).astype(np.float32)
 
     return preprocess
+
+
+def with_logits(model: FaceModel) -> FaceModel:
+    """The model read before its final softmax (``--score=logit``), where it ends in one.
+
+    A model whose graph ends in a softmax (``outputs_are_probs``) gives probabilities from
+    ``apply_fn``; the logit score of Eq. 1 (the official code's) needs the values before it:
+    ``head_logits_fn(features_fn(x))``. A model that outputs logits already is returned as is.
+
+    Raises:
+      ValueError: the model ends in a softmax but has no logits layer to read.
+    """
+    import dataclasses
+
+    if not model.outputs_are_probs or model.output != "classes":
+        return model
+    if model.features_fn is None or model.head_logits_fn is None:
+        raise ValueError(f"--score=logit: model {model.name!r} ends in a softmax and exposes no layer before it "
+                         f"(no features_fn/head_logits_fn), so its logits cannot be read; use --score=prob")
+    feats, head = model.features_fn, model.head_logits_fn
+    return dataclasses.replace(model, apply_fn=lambda p, x: head(p, feats(p, x)), outputs_are_probs=False,
+                               head_fn=head)

@@ -19,6 +19,7 @@ from cms_jax import models
 from cms_jax.align.canonical import CanonicalFace
 from cms_jax.scoring import backend_probe
 from cms_jax.scoring.backend import DropsBackend
+from cms_jax.models import with_logits
 from cms_jax.data.failures import signature
 from cms_jax.scoring.geometry import VertexGeometry
 
@@ -65,6 +66,8 @@ class Scorer:
             self.model, self.backend, self.backend_probe = backend_probe.choose(cfg, devices)
         else:
             self.model = model or models.load(cfg.model, onnx_backend=cfg.onnx_backend)
+            if cfg.score == "logit":  # a model ending in a softmax is read before it
+                self.model = with_logits(self.model)
             self.backend = DropsBackend(cfg, self.model, devices)  # default: this process's local devices
         self.canon = canon or CanonicalFace.mediapipe(canvas=cfg.canvas, subdivision=cfg.subdivision)
         self.geometry = VertexGeometry(self.canon, self.model, cfg.visibility)
