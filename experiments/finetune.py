@@ -43,6 +43,8 @@ _MOM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 _FREEZE = flags.DEFINE_bool("freeze_conv", False, "Train only fc6-fc8.")
 _FLIP = flags.DEFINE_bool("flip", True, "Random horizontal flips (turn off for head-pose yaw).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the new weights, data order and flips.")
+_SHUFFLE = flags.DEFINE_bool("shuffle_labels", False, "Adebayo's data-randomisation test: train on the "
+                             "training labels permuted (seeded); validation keeps the true labels.")
 _CKPT = flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Alignment worker processes (--crop=align).")
 _ALIGN_CACHE = flags.DEFINE_string("align_cache", "", "Landmark cache folder (default OUT_DIR/align_cache).")
@@ -64,7 +66,7 @@ def main(argv):
         max_images=32 if smoke else _MAX.value, val_fraction=_VAL.value, batch_size=8 if smoke else _BATCH.value,
         steps=8 if smoke else _STEPS.value, optimizer=_OPT.value, lr=1e-3 if smoke else _LR.value,
         schedule=_SCHED.value, warmup=_WARMUP.value, weight_decay=_WD.value, momentum=_MOM.value,
-        freeze_conv=_FREEZE.value, flip=_FLIP.value, seed=_SEED.value,
+        freeze_conv=_FREEZE.value, flip=_FLIP.value, seed=_SEED.value, shuffle_labels=_SHUFFLE.value,
         checkpoint_every=4 if smoke else _CKPT.value)
     s = finetune(cfg, _OUT_DIR.value, resume=_RESUME.value, workers=_WORKERS.value,
                  align_cache=_ALIGN_CACHE.value or None)

@@ -221,3 +221,30 @@ def test_vgg_face_backbone_keeps_weights_and_replaces_fc8(tmp_path):
     m = load(backbone.export(str(tmp_path / "out"), bb.params, bb, ("a", "b", "c"), "ft"))
     assert m.class_names == ("a", "b", "c") and m.crop_policy == "loose"
     np.testing.assert_allclose(m.preprocess(np.full((1, 32, 32, 3), 10, np.uint8))[0, 0, 0], [9, 8, 7])
+
+
+def test_shuffle_labels_permutes_the_training_labels_only(shared_dir, tmp_path, monkeypatch):
+    """Adebayo's data-randomisation test trains on permuted labels; validation keeps the true ones."""
+    from cms_jax.train import job
+    from cms_jax.train.job import FinetuneConfig, finetune
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(params, graphdef, tx, train_set, val_set, *a, **k):
+        seen.setdefault("runs", []).append((train_set, val_set))
+        raise Stop
+
+    monkeypatch.setattr(job.trainer, "train", capture)
+    cfg = FinetuneConfig(images=os.path.join(shared_dir, "faces", "utkface"), labels="utkface:gender",
+                         backbone="tiny", crop="resize", max_images=64, steps=2, batch_size=8)
+    for shuffle in (False, True):
+        with pytest.raises(Stop):
+            finetune(dataclasses.replace(cfg, shuffle_labels=shuffle), str(tmp_path / str(shuffle)), workers=0)
+    (t0, v0), (t1, v1) = seen["runs"]
+    assert t0.files == t1.files and np.array_equal(v0.labels, v1.labels)  # the same faces; validation true
+    assert np.array_equal(np.sort(t0.labels), np.sort(t1.labels))  # a permutation: the class counts kept
+    assert (t0.labels != t1.labels).mean() > 0.2  # ... that reassigns the labels
+    assert cfg.fingerprint() != dataclasses.replace(cfg, shuffle_labels=True).fingerprint()

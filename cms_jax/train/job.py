@@ -46,6 +46,7 @@ class FinetuneConfig:
     freeze_conv: bool = False
     flip: bool = True
     seed: int = 0
+    shuffle_labels: bool = False     # Adebayo's data randomisation: the training labels permuted (seeded)
     checkpoint_every: int = 100
     name: str = ""                   # model name in the card (default: backbone_task)
 
@@ -98,6 +99,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str, *, resume: bool = False, workers
     faces, names = _faces(cfg, bb, workers, align_cache or os.path.join(out_dir, "align_cache"))
     val = data.is_validation(faces.files, cfg.val_fraction)
     train_set, val_set = faces.subset(~val), faces.subset(val)
+    if cfg.shuffle_labels:  # the labels no longer say anything about the faces; validation keeps the true ones
+        perm = np.random.default_rng(cfg.seed + 7919).permutation(len(train_set.labels))
+        train_set = dataclasses.replace(train_set, labels=train_set.labels[perm])
     norm = bb.normalisation
     preprocess = make_preprocess(bb.colour, norm["scale"], norm["mean"], norm["std"])
     tx = backbone.make_optimizer(cfg.optimizer, cfg.lr, cfg.steps, schedule=cfg.schedule, warmup=cfg.warmup,
