@@ -184,7 +184,8 @@ def _check(x: np.ndarray, saliency: np.ndarray) -> None:
 
 
 def evaluate(score_fn: ScoreFn, images: np.ndarray, maps: dict[str, np.ndarray], *, steps: int = 32,
-             fill: float = 0.0, blur_sigma: float = 5.0, road_noise: float = 0.01, seed: int = 0,
+             fill: float = 0.0, blur_sigma: float = 5.0, road_noise: float = 0.01,
+             road_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), seed: int = 0,
              batch: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Per image and method: deletion and insertion AUC, ROAD MoRF / LeRF means and their gap.
 
@@ -204,7 +205,8 @@ def evaluate(score_fn: ScoreFn, images: np.ndarray, maps: dict[str, np.ndarray],
                                                   batch=batch))
             r["insertion"][i] = auc(insertion_curve(score_fn, x, stack[i], base, steps=steps, seed=seed,
                                                     batch=batch))
-            road = road_curves(score_fn, x, stack[i], noise=road_noise, seed=seed, batch=batch)
+            road = road_curves(score_fn, x, stack[i], fractions=road_fractions, noise=road_noise, seed=seed,
+                               batch=batch)
             r["road_morf"][i], r["road_lerf"][i] = road["morf"].mean(), road["lerf"].mean()
             r["road_gap"][i] = r["road_lerf"][i] - r["road_morf"][i]
     return out

@@ -176,18 +176,14 @@ def main(argv):
 
 def _pair_audit():
     """--pairs: the pair audit of `cms_jax.verify` with this job's model, images and occlusion flags."""
-    from cms_jax import assets
-    from cms_jax.verify import VerifyOptions, one_line, run_pair_job
+    from cms_jax.verify import VerifyOptions, lfw_images, one_line, run_pair_job
 
     misplaced = [f"--{n}" for n in ("label_from", "target", "reference") if flags.FLAGS[n].present]
     if misplaced or _NPROC.value > 1:
         raise ValueError(f"--pairs: {', '.join(misplaced) or '--num_processes > 1'} does not apply to a pair "
                          f"audit (the target of each copy is its gallery's embedding; one process)")
     smoke = _SMOKE.value
-    images = _IMAGES.value
-    if not images:
-        lfw = sorted(assets.resolve_dir("lfw", verify=False).glob("*.jpg"))
-        images = ",".join(map(str, lfw[:12])) if smoke else str(assets.resolve_dir("lfw", verify=False))
+    images = _IMAGES.value or lfw_images(smoke)
     cfg = RunConfig(model="tiny_embed" if smoke else _MODEL.value, images=images, max_images=_MAX_IMAGES.value,
                     patch_size=_PATCH.value, fill=_FILL.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, batch_size=_BATCH.value,

@@ -21,7 +21,7 @@ import sys
 from absl import app, flags, logging
 
 from cms_jax.pipeline import Interrupted, RunConfig, catch_signals, resume_command
-from cms_jax.verify import VerifyFailed, VerifyOptions, one_line, run_pair_job
+from cms_jax.verify import VerifyFailed, VerifyOptions, lfw_images, one_line, run_pair_job
 
 _MODEL = flags.DEFINE_string("model", "", "An embedding model: ONNX file (with its card), converted folder, "
                              "or a built-in embedding model (tiny_embed).")
@@ -53,13 +53,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny_embed (random
 
 
 def _images() -> str:
-    if _IMAGES.value:
-        return _IMAGES.value
-    from cms_jax.assets import resolve_dir
-    folder = resolve_dir("lfw", verify=False)
-    if _SMOKE.value:
-        return ",".join(str(p) for p in sorted(folder.glob("*.jpg"))[:12])
-    return str(folder)
+    return _IMAGES.value or lfw_images(_SMOKE.value)
 
 
 def main(argv):

@@ -68,15 +68,13 @@ def _gaussian(hw: tuple[int, int]) -> np.ndarray:
     return np.exp(-((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (min(h, w) / 6) ** 2)).astype(np.float32)
 
 
-def _run_cms(model: str, cfg: FaithConfig, images: str, out_dir: str, cache: str) -> str:
-    from cms_jax.pipeline import RunConfig, read_run, run_job
-    folder = os.path.join(out_dir, f"cms_{model.replace('/', '_')}")
-    if os.path.exists(os.path.join(folder, "summary.json")):
-        read_run(folder)  # a finished run is reused
-        return folder
-    run_job(RunConfig(model=model, images=images, max_images=cfg.max_images, incremental="auto"), folder,
-            workers=cfg.workers, align_cache=cache, overwrite=os.path.exists(folder))
-    return folder
+def _run_cms(model: str, cfg: FaithConfig, images: str, out_dir: str, cache: str):
+    """The model's CMS run in ``out_dir/cms_<model>``, reused when finished (`common.run_or_reuse`)."""
+    from cms_jax.figures.common import run_or_reuse
+    from cms_jax.pipeline import RunConfig
+    return run_or_reuse(RunConfig(model=model, images=images, max_images=cfg.max_images, incremental="auto"),
+                        os.path.join(out_dir, f"cms_{model.replace('/', '_')}"), workers=cfg.workers,
+                        align_cache=cache)
 
 
 def heatmaps(cfg: FaithConfig, out_dir: str):
@@ -86,23 +84,22 @@ def heatmaps(cfg: FaithConfig, out_dir: str):
     from cms_jax import models, occlusion
     from cms_jax.baselines import compare, rise
     from cms_jax.data.prepare import FacePreparer
-    from cms_jax.pipeline import RunConfig, default_images, read_run
+    from cms_jax.pipeline import RunConfig, default_images
     from cms_jax.projection import reproject
     from cms_jax.scoring.scorer import Scorer
 
     images = cfg.images or default_images()
     cache = os.path.join(out_dir, "align_cache")
-    main = read_run(_run_cms(cfg.model, cfg, images, out_dir, cache))
-    other = read_run(_run_cms(cfg.control_model, cfg, images, out_dir, cache))
+    main = _run_cms(cfg.model, cfg, images, out_dir, cache)
+    other = _run_cms(cfg.control_model, cfg, images, out_dir, cache)
     model = models.load(cfg.model)
     scorer = Scorer(RunConfig(model=cfg.model, images=images))
     hw = tuple(model.input_size)
-    z = main.drops
-    row = {str(f): i for i, f in enumerate(z["files"])}
+    row = {str(f): i for i, f in enumerate(main.files)}
     faces = []
     preparer = FacePreparer(model, workers=cfg.workers, cache_dir=cache)
     try:
-        for p in preparer.imap([str(f) for f in z["files"]]):
+        for p in preparer.imap([str(f) for f in main.files]):
             if p.reason is None and p.path in row:
                 faces.append(p)
     finally:
@@ -111,15 +108,15 @@ def heatmaps(cfg: FaithConfig, out_dir: str):
         raise SystemExit(f"faithfulness: none of the {len(row)} scored faces could be prepared again")
     crops = np.stack([p.crop for p in faces])
     idx = np.asarray([row[p.path] for p in faces])
-    targets = z["targets"][idx].astype(np.int32)
+    targets = main.targets[idx].astype(np.int32)
     maps = {k: [] for k in METHODS + CONTROLS}
     rng = np.random.default_rng(cfg.seed)
     for p, i in zip(faces, idx):
         xy, valid = scorer.vertices(p.xy, p.z)
-        if not np.array_equal(valid, z["valid"][i]):
+        if not np.array_equal(valid, main.valid[i]):
             raise AssertionError(f"{p.path}: its vertices differ from the run's (valid masks disagree)")
         oval = _face_oval(p.xy, hw)
-        maps["CIS"].append(reproject(z["drops"][i], xy, hw, scorer.patch, valid))
+        maps["CIS"].append(reproject(main.drops[i], xy, hw, scorer.patch, valid))
         maps["CMS"].append(compare.reproject_cms(main.cms, scorer.canon.vertices, xy, hw, scorer.patch, valid))
         maps["other task's CMS"].append(compare.reproject_cms(other.cms, scorer.canon.vertices, xy, hw,
                                                               scorer.patch, valid))
@@ -162,22 +159,13 @@ def scores(model, scorer, crops, targets, maps, mode, cfg: FaithConfig) -> tuple
         return occlusion.phi(model.apply_fn(model.params, xb), mode, jnp.full((xb.shape[0],), t, jnp.int32))[0]
 
     x = model.preprocess(crops)
-    fill = float(scorer.cfg.fill)
-    for m in maps:
-        for k in ("deletion", "insertion", "road_morf", "road_lerf", "road_gap"):
-            per[m][k] = np.zeros(len(x))
     for i in range(len(x)):
         score = lambda b, t=int(targets[i]): np.asarray(conf(jnp.asarray(b), t))  # noqa: E731
-        base = fa.blur_baseline(x[i])
-        for m, stack in maps.items():
-            r = per[m]
-            r["deletion"][i] = fa.auc(fa.deletion_curve(score, x[i], stack[i], steps=cfg.steps, fill=fill,
-                                                        seed=cfg.seed + i))
-            r["insertion"][i] = fa.auc(fa.insertion_curve(score, x[i], stack[i], base, steps=cfg.steps,
-                                                          seed=cfg.seed + i))
-            road = fa.road_curves(score, x[i], stack[i], fractions=cfg.road_fractions, seed=cfg.seed + i)
-            r["road_morf"][i], r["road_lerf"][i] = road["morf"].mean(), road["lerf"].mean()
-            r["road_gap"][i] = r["road_lerf"][i] - r["road_morf"][i]
+        one = fa.evaluate(score, x[i][None], {m: stack[i][None] for m, stack in maps.items()}, steps=cfg.steps,
+                          fill=float(scorer.cfg.fill), road_fractions=cfg.road_fractions, seed=cfg.seed + i)
+        for m, r in one.items():
+            for k, v in r.items():
+                per[m].setdefault(k, np.zeros(len(x)))[i] = v[0]
         if (i + 1) % 50 == 0 or i + 1 == len(x):
             print(f"faithfulness: {i + 1}/{len(x)} faces scored", file=sys.stderr, flush=True)
     return per, paper

@@ -55,14 +55,13 @@ def variants(cfg: SensitivityConfig, model, base_patch: int) -> dict[str, dict]:
     return out
 
 
-def _run(cfg: SensitivityConfig, images: str, name: str, change: dict, out_dir: str, cache: str) -> str:
-    from cms_jax.pipeline import RunConfig, run_job
+def _run(cfg: SensitivityConfig, images: str, name: str, change: dict, out_dir: str, cache: str):
+    """The variant's run in ``out_dir/<name>``, reused when finished with the same flags (`common.run_or_reuse`)."""
+    from cms_jax.figures.common import run_or_reuse
+    from cms_jax.pipeline import RunConfig
     folder = os.path.join(out_dir, name.split(" (")[0].replace(" ", "_"))
-    if not os.path.exists(os.path.join(folder, "summary.json")):
-        run_job(RunConfig(model=cfg.model, images=images, max_images=cfg.max_images, canvas=cfg.canvas,
-                          incremental="auto", **change), folder, workers=cfg.workers, align_cache=cache,
-                overwrite=os.path.exists(folder))
-    return folder
+    return run_or_reuse(RunConfig(model=cfg.model, images=images, max_images=cfg.max_images, canvas=cfg.canvas,
+                                  incremental="auto", **change), folder, workers=cfg.workers, align_cache=cache)
 
 
 def _shares(cms, canon, coverage) -> dict[str, float]:
@@ -75,8 +74,7 @@ def run(cfg: SensitivityConfig, out_dir: str) -> dict:
     """Every variant's run, its comparison with the baseline, into ``out_dir`` (module docstring)."""
     from cms_jax import models
     from cms_jax.accumulate import cms_from_drops
-    from cms_jax.pipeline import RunConfig, default_images, read_run
-    from cms_jax.projection import square_coverage
+    from cms_jax.pipeline import RunConfig, default_images
     from cms_jax.scoring.scorer import Scorer
 
     if cfg.smoke:
@@ -87,28 +85,23 @@ def run(cfg: SensitivityConfig, out_dir: str) -> dict:
     model = models.load(cfg.model)
     base_patch = int(Scorer(RunConfig(model=cfg.model, images=images), model=model).patch)
     named = variants(cfg, model, base_patch)
-    runs = {}
-    for name, change in named.items():
-        folder = _run(cfg, images, name, change, out_dir, cache)
-        canon = Scorer(RunConfig(model=cfg.model, images=images, canvas=cfg.canvas, **change), model=model).canon
-        r = read_run(folder)
-        runs[name] = (r, canon, square_coverage(canon.vertices, canon.canvas_hw, r.sides))
-    base, canon0, cover0 = next(iter(runs.values()))
-    z = base.drops
-    covered = cms_from_drops(z["drops"], z["valid"], canon0.vertices, canon0.canvas_hw, base.sides, "covered")
-    maps = {name: (r.cms, c) for name, (r, _, c) in runs.items()}
+    runs = {name: _run(cfg, images, name, change, out_dir, cache) for name, change in named.items()}
+    base = next(iter(runs.values()))
+    canon0, cover0 = base.canon, base.coverage
+    covered = cms_from_drops(base.drops, base.valid, canon0.vertices, canon0.canvas_hw, base.sides, "covered")
+    maps = {name: (r.cms, r.coverage) for name, r in runs.items()}
     maps["Eq. 6 covered"] = (covered, cover0)
-    files = set(map(str, z["files"]))
+    files = set(map(str, base.files))
     rng = np.random.default_rng(cfg.seed)
-    half = rng.permutation(len(z["files"]))
-    halves = [cms_from_drops(z["drops"][h], z["valid"][h], canon0.vertices, canon0.canvas_hw, base.sides[h])
+    half = rng.permutation(len(base.files))
+    halves = [cms_from_drops(base.drops[h], base.valid[h], canon0.vertices, canon0.canvas_hw, base.sides[h])
               for h in (half[:len(half) // 2], half[len(half) // 2:])]
     floor = stats.compare(*halves, cover0) if len(half) >= 2 else None
     shares0 = _shares(base.cms, canon0, cover0)
     rows = {}
     for name, (m, cover) in maps.items():
         both = cover & cover0
-        scored = set(map(str, runs[name][0].drops["files"])) if name in runs else files
+        scored = set(map(str, runs[name].files)) if name in runs else files
         shares = _shares(m, canon0, cover)
         rows[name] = {"pearson": stats.pearson(base.cms, m, both), "spearman": stats.spearman(base.cms, m, both),
                       "common_pixels": int(both.sum()), "faces": len(scored), "faces_in_common": len(scored & files),

@@ -7,8 +7,8 @@ similarity and dissimilarity parts, the permutation test), `cms_jax.roc` (TAR@FA
 per-region ablation with bootstrap CIs) and `job` (`run_verify`, behind
 ``experiments/verify.py``).
 """
-from cms_jax.verify.job import VerifyFailed, VerifyOptions, one_line, run_pair_job, run_verify
+from cms_jax.verify.job import VerifyFailed, VerifyOptions, lfw_images, one_line, run_pair_job, run_verify
 from cms_jax.verify.pairs import PairSet, draw_pairs, pairs_from_flag, read_pairs
 
 __all__ = ["PairSet", "VerifyFailed", "VerifyOptions", "draw_pairs", "pairs_from_flag", "read_pairs", "run_verify",
-           "run_pair_job", "one_line"]
+           "run_pair_job", "one_line", "lfw_images"]

@@ -231,6 +231,13 @@ def run_verify(scorer, images: list[str], out_dir, opts: VerifyOptions, *, worke
     return summary
 
 
+def lfw_images(smoke: bool = False) -> str:
+    """The LFW photos of the assets, the pair audit's default images (the first 12 for a smoke run)."""
+    from cms_jax.assets import resolve_dir
+    folder = resolve_dir("lfw", verify=False)
+    return ",".join(str(p) for p in sorted(folder.glob("*.jpg"))[:12]) if smoke else str(folder)
+
+
 def run_pair_job(cfg, out_dir, opts: VerifyOptions, *, workers: int = 2, resume: bool = False,
                  overwrite: bool = False, stop=None, cache_dir: str | None = None) -> dict:
     """A pair audit from a `RunConfig` (its model, images and occlusion settings): the entry of
