@@ -178,3 +178,23 @@ def faithfulness(confidence_fn: Callable[[np.ndarray], np.ndarray], images: np.n
         credit = winners / winners.sum(axis=0, keepdims=True)
         out["per_image"] = {"y": y, "o": o, "win_credit": {n: credit[i] for i, n in enumerate(names)}}
     return out
+
+
+def per_face(per_image: Mapping) -> dict[str, dict[str, np.ndarray]]:
+    """The numbers behind each mean of the Fig. 9 table, face by face (for CIs and paired tests).
+
+    Args:
+      per_image: ``faithfulness(..., per_image=True)["per_image"]``.
+
+    Returns:
+      ``{method: {"average_drop": 100 max(0, Y - O) / Y (Eq. 9), "increase": 1 where O > Y else 0
+      (Eq. 10), "win": 100 x the face's share of the win (Eq. 11)}}``, each (N,) float64; their
+      means are the table's Average Drop, % Increase / 100 and Win %.
+    """
+    y = np.asarray(per_image["y"], np.float64)
+    out = {}
+    for m, o in per_image["o"].items():
+        o = np.asarray(o, np.float64)
+        out[m] = {"average_drop": 100.0 * np.maximum(0.0, y - o) / y, "increase": (o > y).astype(np.float64),
+                  "win": 100.0 * np.asarray(per_image["win_credit"][m], np.float64)}
+    return out

@@ -10,7 +10,8 @@ Fig. 10 (several models of one task, one table each plus fig10.md side by side):
   CMS_JAX_ASSETS=../shared python -m experiments.fig09_metrics --models=gender,/path/other_gender.hdf5 \
       --images=../shared/faces/utkface --max_images=100 --out_dir=out/fig10
 
-Writes fig09.json and fig09.md (the table, also printed), fig09_grid.png (Fig. 2-style:
+Writes fig09.json and fig09.md (the table, then every cell with its 95% bootstrap CI over faces
+and the CMS against each CAM on the same faces: paired bootstrap, Wilcoxon / McNemar), per_face.npz, fig09_grid.png (Fig. 2-style:
 face, GradCAM, GradCAM++, ScoreCAM, CMS) and heatmaps.npz. The CMS comes from, in order:
 --cms_heatmaps (an .npz with ``files`` and ``heatmaps`` (N, H, W) at the model input size,
 one per image, for CMS maps made elsewhere); --cms_dir (the output folder of
@@ -36,6 +37,7 @@ _S_FRAC = flags.DEFINE_float("s_frac", 0.0, "Eq. 8 sum as a fraction of pixels (
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per jitted baseline call.")
 _SC_BATCH = flags.DEFINE_integer("scorecam_batch", 64, "Masked images per ScoreCAM forward pass.")
 _GRID = flags.DEFINE_integer("grid_faces", 4, "Faces in the PNG grid.")
+_BOOT = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap draws of each 95% CI (faces resampled).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes for alignment.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds-long run: tiny model, synthetic faces and CMS.")
 
@@ -45,7 +47,7 @@ def main(argv):
     cfg = metrics_table.MetricsConfig(
         model=_MODEL.value, models=tuple(_MODELS.value), images=_IMAGES.value, max_images=_MAX_IMAGES.value,
         label_from=_LABELS.value, cms_dir=_CMS_DIR.value, cms_heatmaps=_CMS_NPZ.value, s_frac=_S_FRAC.value,
-        batch_size=_BATCH.value, scorecam_batch=_SC_BATCH.value, grid_faces=_GRID.value,
+        batch_size=_BATCH.value, scorecam_batch=_SC_BATCH.value, grid_faces=_GRID.value, bootstrap=_BOOT.value,
         workers=_WORKERS.value, smoke=_SMOKE.value)
     metrics_table.run(cfg, _OUT_DIR.value)
 

@@ -58,6 +58,22 @@ def test_fig09_metrics_smoke_writes_the_table_grid_and_heatmaps(tmp_path):
     assert c.argmax() == np.ravel_multi_index((16, 16), c.shape)  # the synthetic CMS, kept as given
     grid = cv2.imread(str(tmp_path / "fig09_grid.png"))
     assert grid is not None and grid.std() > 10
+    # The CIs: each per-face record averages to its table cell, each CI brackets it, and the paired
+    # difference is the difference of the two methods' means on the same faces.
+    per, u = np.load(tmp_path / "per_face.npz"), t["uncertainty"]
+    assert u["n"] == 6 and u["reference"] == "CMS" and set(u["vs_reference"]) == {"GradCAM", "GradCAM++", "ScoreCAM"}
+    for m, key in (("GradCAM", "GradCAM"), ("GradCAM++", "GradCAMpp"), ("ScoreCAM", "ScoreCAM"), ("CMS", "CMS")):
+        row, cis = t["methods"][m], u["methods"][m]
+        assert per[f"{key}__average_drop"].mean() == pytest.approx(row["average_drop"], abs=1e-4)
+        assert 100 * per[f"{key}__increase"].mean() == pytest.approx(row["increase_in_confidence"], abs=1e-9)
+        assert per[f"{key}__win"].mean() == pytest.approx(row["win"], abs=1e-9)
+        for k in ("average_drop", "increase", "win"):
+            assert cis[k]["ci"][0] - 1e-9 <= cis[k]["mean"] <= cis[k]["ci"][1] + 1e-9 and cis[k]["n"] == 6
+        if m != "CMS":
+            d = u["vs_reference"][m]
+            assert d["average_drop"]["diff"] == pytest.approx(t["methods"]["CMS"]["average_drop"] - row["average_drop"], abs=1e-4)
+            assert d["increase"]["test"] == "mcnemar" and d["win"]["test"] == "wilcoxon"
+    assert "95% bootstrap CIs over faces (n = 6" in md and "CMS − method on the same faces" in md
 
 
 def test_fig09_metrics_real_path_reprojects_the_run_cms(tmp_path, shared_dir):

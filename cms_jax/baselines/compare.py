@@ -87,7 +87,8 @@ def reproject_cms(cms: np.ndarray, canon_xy: np.ndarray, image_xy: np.ndarray,
 
 def fig9_table(model: Any, crops: np.ndarray, cms_maps: np.ndarray,
                targets: np.ndarray | None = None, s_frac: float | None = None,
-               batch_size: int = 8, scorecam_batch: int = 64) -> tuple[dict, dict[str, np.ndarray]]:
+               batch_size: int = 8, scorecam_batch: int = 64, per_image: bool = False
+               ) -> tuple[dict, dict[str, np.ndarray]]:
     """Average Drop %, % Increase, Win % of GradCAM, GradCAM++, ScoreCAM and CMS (Fig. 9).
 
     Args:
@@ -97,6 +98,7 @@ def fig9_table(model: Any, crops: np.ndarray, cms_maps: np.ndarray,
       targets: (N,) classes (e.g. labels); None = the model's prediction on each crop.
       s_frac: Eq. 8 sum; see ``metrics.normalize_heatmaps``.
       batch_size, scorecam_batch: see ``baseline_heatmaps``.
+      per_image: also keep ``table["per_image"]`` (see ``metrics.faithfulness``).
 
     Returns:
       (table from ``metrics.faithfulness``, name -> (N, H, W) heatmaps of all four methods).
@@ -113,7 +115,7 @@ def fig9_table(model: Any, crops: np.ndarray, cms_maps: np.ndarray,
     maps = baseline_heatmaps(model, crops, targets, batch_size, scorecam_batch)
     maps["CMS"] = np.asarray(cms_maps, np.float32)
     table = metrics.faithfulness(conf, crops.astype(np.float32), maps, np.asarray(targets),
-                                 s_frac=s_frac, batch_size=batch_size)
+                                 s_frac=s_frac, batch_size=batch_size, per_image=per_image)
     return table, maps
 
 

@@ -148,11 +148,7 @@ def scores(model, scorer, crops, targets, maps, mode, cfg: FaithConfig) -> tuple
 
     paper = metrics.faithfulness(compare.confidence_fn(model), crops.astype(np.float32), maps, targets,
                                  per_image=True)
-    pi = paper["per_image"]
-    y = pi["y"]
-    per = {m: {"average_drop": 100 * np.maximum(0, y - pi["o"][m]) / y,
-               "increase": (pi["o"][m] > y).astype(np.float64),
-               "win": 100 * pi["win_credit"][m]} for m in maps}
+    per = metrics.per_face(paper["per_image"])
 
     @jax.jit
     def conf(xb, t):

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cms_jax import viz
+from cms_jax import metrics, viz
 from cms_jax.baselines import compare
 
 
@@ -43,6 +43,7 @@ class MetricsConfig:
     batch_size: int = 8            # images per jitted baseline call
     scorecam_batch: int = 64       # masked images per ScoreCAM forward pass (16 with ``smoke``)
     grid_faces: int = 4            # faces in the PNG grid
+    bootstrap: int = 1000          # bootstrap draws of each CI (resampling faces)
     workers: int = 2               # host worker processes for alignment
     smoke: bool = False            # seconds: tiny model, synthetic faces and CMS
 
@@ -139,11 +140,15 @@ def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str) -> tuple[dict, s
     model, crops, cms_maps, targets, files = inputs
     table, maps = compare.fig9_table(model, crops, cms_maps, targets,
                                      s_frac=cfg.s_frac or None, batch_size=cfg.batch_size,
-                                     scorecam_batch=16 if cfg.smoke else cfg.scorecam_batch)
+                                     scorecam_batch=16 if cfg.smoke else cfg.scorecam_batch, per_image=True)
+    per = metrics.per_face(table.pop("per_image"))
     table["model"] = model.name
+    table["target"] = "the labels of label_from" if targets is not None else "the class predicted on each face"
     table["s_rule"] = (f"s = {cfg.s_frac} * H * W" if cfg.s_frac
                        else "s = mean over methods of the min-max-normalised map sums")
-    md = compare.markdown_table(table, title=f"{model.name}: Fig. 9 metrics")
+    table["uncertainty"] = uncertainty(per, draws=cfg.bootstrap)
+    md = (compare.markdown_table(table, title=f"{model.name}: Fig. 9 metrics") + "\n\n"
+          + uncertainty_markdown(table["uncertainty"]))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fig09.json"), "w") as f:
         json.dump(table, f, indent=2)
@@ -151,10 +156,69 @@ def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str) -> tuple[dict, s
         f.write(md + "\n")
     np.savez_compressed(os.path.join(out_dir, "heatmaps.npz"), files=np.asarray(files),
                         **{k.replace("+", "p"): v for k, v in maps.items()})
+    np.savez_compressed(os.path.join(out_dir, "per_face.npz"), files=np.asarray(files),
+                        **{f"{m.replace('+', 'p')}__{k}": v for m, r in per.items() for k, v in r.items()})
     viz.save_png(os.path.join(out_dir, "fig09_grid.png"), compare.method_grid(crops, maps, cfg.grid_faces))
     print(json.dumps(table, indent=2))
     print(md)
     return table, md
+
+
+# per-face metric -> (its column, higher is better, yes/no per face, the factor of its displayed mean)
+_COLUMNS = {"average_drop": ("Average Drop %", True, False, 1.0), "increase": ("% Increase", False, True, 100.0),
+            "win": ("Win %", True, False, 1.0)}
+
+
+def uncertainty(per: dict, *, draws: int = 1000, seed: int = 0, reference: str = "CMS") -> dict:
+    """95% bootstrap CIs over faces of every cell, and each method against ``reference`` on the same faces.
+
+    Args:
+      per: `metrics.per_face` of the table's faces.
+      draws: bootstrap draws.
+      seed: their seed (the same faces resampled for every method).
+      reference: the method the others are compared with (paired bootstrap of reference − method;
+        Wilcoxon, McNemar for % Increase: `figures.paired`).
+
+    Returns:
+      ``{"n", "draws", "reference", "methods": {m: {metric: {"mean", "ci", "n"}}},
+      "vs_reference": {m: {metric: {"diff", "ci", "n", "test", "p"}}}}``; % Increase in percent.
+    """
+    from cms_jax.figures.paired import bootstrap_mean, paired
+
+    def scaled(d: dict, f: float) -> dict:
+        return {**d, **{k: (v * f if k in ("mean", "diff") else [c * f for c in v] if k == "ci" else v)
+                        for k, v in d.items() if k in ("mean", "diff", "ci")}}
+
+    out = {"n": int(len(next(iter(per.values()))["win"])), "draws": draws, "reference": reference,
+           "methods": {}, "vs_reference": {}}
+    for m, r in per.items():
+        out["methods"][m] = {k: scaled(bootstrap_mean(r[k], draws=draws, seed=seed), _COLUMNS[k][3])
+                             for k in _COLUMNS}
+        if m != reference and reference in per:
+            out["vs_reference"][m] = {k: scaled(paired(per[reference][k], r[k], binary=_COLUMNS[k][2],
+                                                       draws=draws, seed=seed), _COLUMNS[k][3])
+                                      for k in _COLUMNS}
+    return out
+
+
+def uncertainty_markdown(u: dict) -> str:
+    """The CIs of `uncertainty` and the paired differences from its reference, as Markdown."""
+    cols = list(_COLUMNS)
+    lines = [f"95% bootstrap CIs over faces (n = {u['n']}, {u['draws']} draws):", "",
+             "| method | " + " | ".join(_COLUMNS[k][0] for k in cols) + " |", "|---|" + "---|" * len(cols)]
+    for m, r in u["methods"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{r[k]['mean']:.2f} [{r[k]['ci'][0]:.2f}, {r[k]['ci'][1]:.2f}]"
+                                              for k in cols) + " |")
+    if u["vs_reference"]:
+        ref = u["reference"]
+        lines += ["", f"{ref} − method on the same faces (95% paired bootstrap CI; p of Wilcoxon, McNemar for "
+                      f"% Increase):", "", "| method | " + " | ".join(_COLUMNS[k][0] for k in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for m, r in u["vs_reference"].items():
+            lines.append(f"| {m} | " + " | ".join(
+                f"{r[k]['diff']:+.2f} [{r[k]['ci'][0]:+.2f}, {r[k]['ci'][1]:+.2f}] p={r[k]['p']:.2g}"
+                for k in cols) + " |")
+    return "\n".join(lines)
 
 
 def folder_label(model: str) -> str:
