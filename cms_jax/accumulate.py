@@ -35,14 +35,15 @@ from cms_jax.projection import count_normalise, splat_rows
 REDUCES = ("mean", "sum", "covered")
 
 
-@functools.partial(jax.jit, static_argnames=("canvas_hw",))
-def _sum_of_cis(values, ok, bounds, member, canvas_hw):
+@functools.partial(jax.jit, static_argnames=("canvas_hw", "normalise"))
+def _sum_of_cis(values, ok, bounds, member, canvas_hw, normalise=True):
     """Sums over a batch of images of their CIS maps P_i (Eqs. 4-5): all of them, and per group.
 
     ``bounds`` is (V, 4) when every image has the same canonical side (one splat of all rows) or
     (B, V, 4), each image's squares at its own side. ``member`` (B, G) is 1 where image b belongs
-    to group g; returns the sums of the maps ((H, W), (G, H, W)) and the numbers of images covering
-    each pixel (same shapes).
+    to group g (or any weight: a bootstrap draw's count of image b); returns the sums of the maps
+    ((H, W), (G, H, W)) and the numbers of images covering each pixel (same shapes). Without
+    ``normalise`` the maps are the raw splats P* (Eq. 4).
     """
     b = values.shape[0]
     vals, ones = jnp.where(ok, values, 0.0), ok.astype(jnp.float32)
@@ -52,7 +53,7 @@ def _sum_of_cis(values, ok, bounds, member, canvas_hw):
     else:
         rows = jax.vmap(lambda w, bd: splat_rows(w, bd, canvas_hw))(jnp.stack([vals, ones], 1), bounds)
         p_star, count = rows[:, 0], rows[:, 1]
-    maps = count_normalise(p_star, count)
+    maps = count_normalise(p_star, count) if normalise else p_star
     reach = (count > 0).astype(jnp.float32)  # pixels each image's CIS covers (N_i > 0, Eq. 5)
     return (maps.sum(axis=0), jnp.einsum("bhw,bg->ghw", maps, member), reach.sum(axis=0),
             jnp.einsum("bhw,bg->ghw", reach, member))
@@ -72,6 +73,54 @@ def per_image_sides(f, n: int) -> np.ndarray:
     if bad.any():
         raise ValueError(f"canonical sides must be finite and > 0, got {sides[bad][:5]}")
     return sides
+
+
+def _bounds(canon_xy: np.ndarray, f, n: int, canvas_hw: tuple[int, int]) -> np.ndarray:
+    """The canonical squares: (V, 4) when all ``n`` images share one side, else (n, V, 4)."""
+    sides = per_image_sides(f, n)
+    if len(sides) > 1 and (sides != sides[0]).any():  # each image's squares at its own side
+        return np.stack([square_bounds(canon_xy, side, canvas_hw) for side in sides])
+    return square_bounds(canon_xy, sides[0] if len(sides) else 1.0, canvas_hw)  # loose and tight crops
+
+
+def weighted_cis_sums(drops: np.ndarray, valid: np.ndarray | None, canon_xy: np.ndarray, f,
+                      canvas_hw: tuple[int, int], weights: np.ndarray, *, normalise: bool = True,
+                      batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``sum_b w[b, g] P_b`` for G weightings of the same N images' CIS maps (Eqs. 4-5), in one pass.
+
+    With ``weights`` the multinomial counts of G bootstrap draws of the faces, row g divided by N
+    is draw g's CMS (Eq. 6's mean); every draw comes from one splat of each image.
+
+    Args:
+        drops, valid: (N, V) per-vertex drops and their mask (None: all valid).
+        canon_xy: (V, 2) canonical vertex positions; f: one canonical side or (N,).
+        canvas_hw: (H_F, W_F).
+        weights: (N, G) float weights.
+        normalise: count-normalised CIS maps P (Eq. 5); False: the raw splats P* (Eq. 4).
+        batch: images splatted together.
+
+    Returns:
+        ``(sums, covered)``, both (G, H_F, W_F) float32: the weighted sums of the maps, and of the
+        images whose CIS reaches each pixel (for ``reduce='covered'``).
+    """
+    drops = np.atleast_2d(np.asarray(drops, np.float32))
+    w = np.asarray(weights, np.float32)
+    if w.ndim != 2 or len(w) != len(drops):
+        raise ValueError(f"weights must be (N, G) with N = {len(drops)} images, got {w.shape}")
+    ok = (np.ones(drops.shape, bool) if valid is None else np.broadcast_to(np.asarray(valid, bool), drops.shape))
+    ok = ok & np.isfinite(drops)
+    bounds = _bounds(np.asarray(canon_xy, np.float64), f, len(drops), canvas_hw)
+    hw = (int(canvas_hw[0]), int(canvas_hw[1]))
+    sums = jnp.zeros((w.shape[1],) + hw, jnp.float32)
+    cover = jnp.zeros_like(sums)
+    for s in range(0, len(drops), batch):
+        d, o, m = drops[s:s + batch], ok[s:s + batch], w[s:s + batch]
+        pad = batch - len(d)
+        d, o, m = (np.pad(a, ((0, pad), (0, 0))) for a in (d, o, m))
+        bd = bounds if bounds.ndim == 2 else np.pad(bounds[s:s + batch], ((0, pad), (0, 0), (0, 0)))
+        _, per, _, cov = _sum_of_cis(d, o, jnp.asarray(bd), m, hw, normalise)
+        sums, cover = sums + per, cover + cov
+    return np.asarray(sums), np.asarray(cover)
 
 
 class CMSAccumulator:
@@ -166,11 +215,7 @@ class CMSAccumulator:
                     if g not in index:
                         raise ValueError(f"add_drops: group {g!r} is not one of {self.groups}")
                     member[b, index[g]] = 1.0
-        sides = per_image_sides(f, len(drops))
-        if len(sides) > 1 and (sides != sides[0]).any():  # (N, V, 4): each image's squares at its side
-            bounds = np.stack([square_bounds(canon_xy, side, self.canvas_hw) for side in sides])
-        else:  # (V, 4): one side, the same squares for every image (loose and tight crops)
-            bounds = square_bounds(canon_xy, sides[0] if len(sides) else 1.0, self.canvas_hw)
+        bounds = _bounds(canon_xy, f, len(drops), self.canvas_hw)
         total = np.asarray(state["sum"], np.float64).copy()
         covered = np.asarray(state.get("covered", np.zeros(self.canvas_hw)), np.float64).copy()
         by_group = np.zeros(member.shape[1:] + self.canvas_hw, np.float64)

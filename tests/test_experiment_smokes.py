@@ -318,3 +318,22 @@ def test_bench_device_smoke(tmp_path, shared_dir):
     assert b["job_float32"]["dtype"] == "float32" and b["job_bfloat16"]["dtype"] == "bfloat16"
     assert b["job_float32"]["images_done"] == 4 and 0.5 < b["job_bfloat16"]["bf16_fidelity"] <= 1.0
     assert b["seconds"]["total"] >= sum(v for k, v in b["seconds"].items() if k != "total") - 1
+
+
+def test_map_ci_smoke_compares_two_occluders_on_the_same_faces(tmp_path):
+    """--smoke: two tiny-model runs (patch 3 and 5) on 3 faces; every cell has an interval around its
+    value, the Pearson is the two CMSs' own, and the written table is the printed one."""
+    from cms_jax.figures import common, stats
+
+    out = _run("map_ci", f"--out_dir={tmp_path}")
+    r = json.load(open(tmp_path / "map_ci.json"))
+    assert r["faces"] == 3 and list(r["runs"]) == ["patch 3", "patch 5"]
+    a, b = common.load_run(str(tmp_path / "cms_patch3")), common.load_run(str(tmp_path / "cms_patch5"))
+    p = r["pearson"]["patch 3 vs patch 5"]
+    assert p["value"] == pytest.approx(stats.pearson(a.cms, b.cms, a.coverage & b.coverage), abs=1e-6)
+    for run in r["runs"].values():
+        for kind in ("cms", "raw"):
+            for cell in run[kind]["share"].values():
+                assert cell["ci"][0] <= cell["value"] <= cell["ci"][1]
+        assert run["single"]["n"] == 3
+    assert (tmp_path / "map_ci.md").read_text().strip() in out
