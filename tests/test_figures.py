@@ -169,6 +169,22 @@ def test_split_half_threshold_is_interpolated_in_log_n():
     assert n_reaching(ns, values, 0.4) == 10 and n_reaching(ns, values, 0.99) is None
 
 
+def test_split_half_ranges_are_percentiles_over_the_orders():
+    """The spread over orders: per n the 2.5th-97.5th percentile of the orders' values, and of the n
+    each order's own curve reaches a level at (None when one order never reaches it)."""
+    from cms_jax.figures.reliability import _n_range, _range
+
+    curves = np.array([[0.5, 0.9, 0.99], [0.6, 0.95, 0.97], [0.4, 0.85, 0.96]])
+    r = np.asarray(_range(curves))
+    np.testing.assert_allclose(r[:, 0], np.percentile(curves, 2.5, axis=0))
+    np.testing.assert_allclose(r[:, 1], np.percentile(curves, 97.5, axis=0))
+    ns = [10, 100, 1000]
+    lo, hi = _n_range(ns, curves, 0.95)
+    hits = [100 * 10 ** (0.05 / 0.09), 100, 100 * 10 ** (0.10 / 0.11)]  # interpolated in log n, by hand
+    assert (lo, hi) == (pytest.approx(np.percentile(hits, 2.5)), pytest.approx(np.percentile(hits, 97.5)))
+    assert _n_range(ns, curves, 0.98) is None
+
+
 def test_fig05_reliability_per_group(tmp_path, run_dir):
     """Identical halves give Pearson 1: every image of group 'same' has the same drops."""
     from cms_jax.figures import common, reliability
@@ -180,7 +196,8 @@ def test_fig05_reliability_per_group(tmp_path, run_dir):
                             min_images=2)
     assert res["same"]["ns"] == [1] and res["same"]["pearson_mean"][0] == pytest.approx(1.0, abs=1e-6)
     assert res["same"]["n_pearson_0.95"] == 1 and res["tiny"] == {"images": 1, "note": "fewer than 2 images"}
-    assert "| same | 3 | 1 | 1.000 | 1 | 1 |" in reliability.markdown(res)
+    assert "| same | 3 | 1 | 1.000 [1.000, 1.000] | 1 [1, 1] | 1 [1, 1] |" in reliability.markdown(res)
+    assert "over 2 random splits" in reliability.markdown(res)
     run_script("fig05_num_images", "--smoke", f"--cms_dir={run_dir}", f"--out_dir={tmp_path}", "--reliability")
     r = load(tmp_path / "fig05_reliability.json")
     assert r["groups"]["all"]["ns"] == [1] and -1 <= r["groups"]["all"]["pearson_mean"][0] <= 1

@@ -81,12 +81,29 @@ def table(run: common.Run, groups: dict[str, np.ndarray], *, ns=SPLIT_NS, orders
             continue
         c = split_half(run, idx, ns, orders, seed)
         pm, sm = c["pearson"].mean(0), c["spearman"].mean(0)
-        out[name] = {"images": c["images"], "ns": c["ns"],
+        out[name] = {"images": c["images"], "ns": c["ns"], "orders": orders,
                      "pearson_mean": pm.tolist(), "pearson_sd": c["pearson"].std(0).tolist(),
+                     "pearson_range": _range(c["pearson"]),
                      "spearman_mean": sm.tolist(), "spearman_sd": c["spearman"].std(0).tolist(),
+                     "spearman_range": _range(c["spearman"]),
                      **{f"n_pearson_{lv}": n_reaching(c["ns"], pm, lv) for lv in THRESHOLDS},
-                     **{f"n_spearman_{lv}": n_reaching(c["ns"], sm, lv) for lv in THRESHOLDS}}
+                     **{f"n_spearman_{lv}": n_reaching(c["ns"], sm, lv) for lv in THRESHOLDS},
+                     **{f"n_pearson_{lv}_range": _n_range(c["ns"], c["pearson"], lv) for lv in THRESHOLDS}}
     return out
+
+
+def _range(curves: np.ndarray) -> list[list[float]]:
+    """Per n, the 2.5th and 97.5th percentile over the random orders (each order one split into halves)."""
+    return np.percentile(curves, [2.5, 97.5], axis=0).T.tolist() if len(curves) else []
+
+
+def _n_range(ns, curves: np.ndarray, level: float) -> list[float] | None:
+    """The 2.5th-97.5th percentile over orders of the n at which each order's own curve reaches
+    ``level``; None when some order never reaches it."""
+    hits = [n_reaching(ns, c, level) for c in curves]
+    if not hits or any(h is None for h in hits):
+        return None
+    return np.percentile(hits, [2.5, 97.5]).tolist()
 
 
 def markdown(result: dict) -> str:
@@ -94,13 +111,26 @@ def markdown(result: dict) -> str:
     def fmt(v):
         return "not reached" if v is None else f"{v:,.0f}"
 
+    def span(r, key):
+        v = r.get(key)
+        return "" if not v else f" [{v[0]:,.0f}, {v[1]:,.0f}]"
+
+    orders = next((r["orders"] for r in result.values() if "orders" in r), None)
     lines = ["| group | images | largest n per half | Pearson there | n for Pearson 0.9 | n for 0.95 "
              "| n for Spearman 0.9 | n for 0.95 |", "|---|---|---|---|---|---|---|---|"]
     for name, r in result.items():
         if "ns" not in r or not r["ns"]:
             lines.append(f"| {name} | {r['images']} | - | - | - | - | - | - |")
             continue
-        lines.append(f"| {name} | {r['images']:,} | {r['ns'][-1]:,} | {r['pearson_mean'][-1]:.3f} | "
-                     f"{fmt(r['n_pearson_0.9'])} | {fmt(r['n_pearson_0.95'])} | {fmt(r['n_spearman_0.9'])} | "
+        there = f"{r['pearson_mean'][-1]:.3f}"
+        if r.get("pearson_range"):
+            lo, hi = r["pearson_range"][-1]
+            there += f" [{lo:.3f}, {hi:.3f}]"
+        lines.append(f"| {name} | {r['images']:,} | {r['ns'][-1]:,} | {there} | "
+                     f"{fmt(r['n_pearson_0.9'])}{span(r, 'n_pearson_0.9_range')} | "
+                     f"{fmt(r['n_pearson_0.95'])}{span(r, 'n_pearson_0.95_range')} | {fmt(r['n_spearman_0.9'])} | "
                      f"{fmt(r['n_spearman_0.95'])} |")
+    if orders:
+        lines += ["", f"Means over {orders} random splits into halves; in brackets the 2.5th-97.5th percentile over "
+                      f"the splits (of the Pearson, and of the n at which each split's own curve reaches the level)."]
     return "\n".join(lines) + "\n"
