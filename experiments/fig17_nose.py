@@ -57,6 +57,11 @@ def main(argv):
           f"{c['majority_rate']}, yaw bin alone {c.get('accuracy_yaw_bin')}, pitch bin alone "
           f"{c.get('accuracy_pitch_bin')}; Pearson offset x vs yaw {cor['offset_x_vs_yaw']:+.2f}, "
           f"offset y vs pitch {cor['offset_y_vs_pitch']:+.2f}")
+    u = r["uncertainty"]
+    if "accuracy" in u:
+        print(f"95% CIs: x vs yaw {u['offset_x_vs_yaw']['ci']}, y vs pitch {u['offset_y_vs_pitch']['ci']}, "
+              f"accuracy {u['accuracy']['ci']} (n = {u['n_test']}); against the majority bin: "
+              f"{u['vs_majority']['diff']:+.3f} {u['vs_majority']['ci']}, McNemar p = {u['vs_majority']['p']:.2g}")
     print(f"-> {_OUT_DIR.value}/fig17.png")
 
 

@@ -134,3 +134,25 @@ def test_fig17_nose_smoke(tmp_path, shared_dir):
     im = panels(tmp_path / "fig17.png", 3, 3, side=320)
     assert im.std() > 10 and cv2.imread(str(tmp_path / "fig17_offsets.png")) is not None
     assert nose_closeups.YAW_EDGES == tuple(r["yaw_edges"])
+
+
+def test_fig17_uncertainty_brackets_the_values_and_tests_against_the_majority():
+    """Offsets that are the pose plus noise: the CIs bracket the full-sample Pearson and accuracy, the
+    accuracy equals `nearest_centroid`'s, and a classifier far better than the majority rule is
+    significant by McNemar (its discordant faces counted by hand)."""
+    rng = np.random.default_rng(0)
+    n = 600
+    pose = np.stack([rng.uniform(-40, 40, n), rng.uniform(-25, 25, n), np.zeros(n)], 1)
+    offsets = np.stack([-pose[:, 0] / 50, -pose[:, 1] / 40], 1) + 0.05 * rng.normal(size=(n, 2))
+    bins = nose_closeups.pose_bin(pose[:, 0], pose[:, 1], nose_closeups.YAW_EDGES, nose_closeups.PITCH_EDGES)
+    test = np.arange(n) % 3 == 0
+    u = nose_pose.uncertainty(offsets, pose, bins, test, draws=300)
+    for k in ("offset_x_vs_yaw", "offset_y_vs_pitch"):
+        assert u[k]["ci"][0] <= u[k]["value"] <= u[k]["ci"][1] and u[k]["value"] < -0.9
+    clf = nose_pose.nearest_centroid(offsets, bins, test)
+    assert u["accuracy"]["mean"] == pytest.approx(clf["accuracy"]) and u["accuracy"]["n"] == test.sum()
+    assert u["accuracy"]["ci"][0] <= clf["accuracy"] <= u["accuracy"]["ci"][1]
+    pred_right = np.asarray(clf["confusion"]).trace()
+    assert u["vs_majority"]["test"] == "mcnemar" and u["vs_majority"]["p"] < 1e-6
+    up, down = u["vs_majority"]["discordant"]
+    assert up - down == pred_right - round(clf["majority_rate"] * test.sum())

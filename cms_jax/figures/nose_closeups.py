@@ -20,7 +20,7 @@ import numpy as np
 
 from cms_jax import models, viz
 from cms_jax.figures import common, stats
-from cms_jax.figures.nose_pose import closeup, closeup_model, hash_order, nearest_centroid, nose_offset, predict_pose
+from cms_jax.figures.nose_pose import closeup, closeup_model, hash_order, nearest_centroid, nose_offset, predict_pose, uncertainty
 from cms_jax.data.image_list import expand_images
 from cms_jax.data.prepare import FacePreparer
 from cms_jax.train.data import is_validation
@@ -158,5 +158,6 @@ def figure(images: str, out_dir: str, *, max_images: int = 0, sample_by_hash: bo
         "correlation": {"offset_x_vs_yaw": stats.pearson(d["offset"][:, 0], d["pose"][:, 0]),
                         "offset_y_vs_pitch": stats.pearson(d["offset"][:, 1], d["pose"][:, 1])},
         "nearest_centroid": {"test_fraction": test_fraction, **clf},
+        "uncertainty": uncertainty(d["offset"], d["pose"], bins, test),
         "offset_note": ("nose tip (MediaPipe 1) minus the centre of the 468-landmark box, over the box's "
                         "half width (x) and half height (y); image axes, y down")})

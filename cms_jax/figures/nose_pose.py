@@ -37,6 +37,56 @@ def closeup(rgb: np.ndarray, xy: np.ndarray, scale: float = 0.4, out: int = 96) 
     return cv2.resize(patch, (out, out), interpolation=cv2.INTER_AREA if side > out else cv2.INTER_LINEAR)
 
 
+def _predict(offsets: np.ndarray, cents: list) -> np.ndarray:
+    """The bin of the nearest centroid (bins without a centroid never predicted)."""
+    have = [b for b, c in enumerate(cents) if c is not None]
+    c = np.stack([cents[b] for b in have])
+    return np.asarray(have)[((offsets[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)]
+
+
+def _centroids(offsets: np.ndarray, bins: np.ndarray, train: np.ndarray, num_bins: int) -> list:
+    return [offsets[train & (bins == b)].mean(0) if (train & (bins == b)).any() else None for b in range(num_bins)]
+
+
+def uncertainty(offsets: np.ndarray, pose: np.ndarray, bins: np.ndarray, test: np.ndarray, *,
+                draws: int = 2000, seed: int = 0) -> dict:
+    """95% CIs of Fig. 17's numbers, and the classifier against the majority rule on the same faces.
+
+    The correlations (offset x vs yaw, y vs pitch) are resampled over all faces (percentile
+    bootstrap); the accuracies over the held-out faces, the centroids kept (the classifier is
+    fixed, its test set resampled); the classifier and "always the majority training bin" are
+    compared face by face with McNemar's exact test (`figures.paired`).
+
+    Returns:
+      ``{"n", "n_test", "offset_x_vs_yaw", "offset_y_vs_pitch": {"value", "ci"}, "accuracy",
+      "accuracy_yaw_bin", "accuracy_pitch_bin": {"mean", "ci", "n"}, "vs_majority": paired}``.
+    """
+    from cms_jax.figures import stats
+    from cms_jax.figures.paired import bootstrap_mean, paired
+
+    offsets, pose = np.asarray(offsets, np.float64), np.asarray(pose, np.float64)
+    bins, test = np.asarray(bins), np.asarray(test, bool)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(bins), (draws, len(bins)))
+    out = {"n": int(len(bins)), "n_test": int(test.sum()), "draws": draws}
+    for key, a, b in (("offset_x_vs_yaw", 0, 0), ("offset_y_vs_pitch", 1, 1)):
+        r = [stats.pearson(offsets[i, a], pose[i, b]) for i in idx]
+        out[key] = {"value": stats.pearson(offsets[:, a], pose[:, b]),
+                    "ci": [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]}
+    if test.any() and (~test).any():
+        pred = _predict(offsets[test], _centroids(offsets, bins, ~test, 9))
+        truth = bins[test]
+        majority = np.bincount(bins[~test], minlength=9).argmax()
+        right = (pred == truth).astype(np.float64)
+        out["accuracy"] = bootstrap_mean(right, draws=draws, seed=seed)
+        out["accuracy_yaw_bin"] = bootstrap_mean((pred % 3 == truth % 3).astype(np.float64), draws=draws, seed=seed)
+        out["accuracy_pitch_bin"] = bootstrap_mean((pred // 3 == truth // 3).astype(np.float64), draws=draws,
+                                                   seed=seed)
+        out["vs_majority"] = paired(right, (truth == majority).astype(np.float64), binary=True, draws=draws,
+                                    seed=seed)
+    return out
+
+
 def nearest_centroid(offsets: np.ndarray, bins: np.ndarray, test: np.ndarray, num_bins: int = 9) -> dict:
     """Nearest-centroid classification of ``bins`` from ``offsets``: centroids on ~test, accuracy on test.
 
@@ -54,17 +104,14 @@ def nearest_centroid(offsets: np.ndarray, bins: np.ndarray, test: np.ndarray, nu
     """
     offsets, bins, test = np.asarray(offsets, np.float64), np.asarray(bins), np.asarray(test, bool)
     train = ~test
-    cents = [offsets[train & (bins == b)].mean(0) if (train & (bins == b)).any() else None
-             for b in range(num_bins)]
+    cents = _centroids(offsets, bins, train, num_bins)
     have = [b for b in range(num_bins) if cents[b] is not None]
     out = {"n_train": int(train.sum()), "n_test": int(test.sum()), "accuracy": None, "majority_rate": None,
            "centroids": [None if c is None else c.tolist() for c in cents],
            "confusion": np.zeros((num_bins, num_bins), np.int64).tolist()}
     if not have or not test.any():
         return out
-    c = np.stack([cents[b] for b in have])
-    d = ((offsets[test][:, None, :] - c[None]) ** 2).sum(-1)
-    pred = np.asarray(have)[d.argmin(1)]
+    pred = _predict(offsets[test], cents)
     conf = np.zeros((num_bins, num_bins), np.int64)
     np.add.at(conf, (bins[test], pred), 1)
     majority = np.bincount(bins[train], minlength=num_bins).argmax()
