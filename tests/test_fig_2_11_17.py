@@ -54,6 +54,11 @@ def test_fig02_methods_smoke(tmp_path, shared_dir):
             assert p["finite"] and p["std"] > 0 and 0 <= p["centre_share"] <= 1
             assert all(-1 <= p[s] <= 1 for s in ("pearson_vs_cis", "spearman_vs_cis", "pearson_vs_occlusion"))
     assert r["methods"]["cis"]["mean_pearson_vs_cis"] == pytest.approx(1.0)
+    assert r["methods"]["cis"]["ci_pearson_vs_cis"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    for rec in r["methods"].values():  # each mean with its bootstrap CI over the faces, from the per-face values
+        lo, hi = rec["ci_centre_share"]
+        vals = [p["centre_share"] for p in rec["per_image"]]
+        assert min(vals) - 1e-9 <= lo <= rec["mean_centre_share"] <= hi <= max(vals) + 1e-9
     assert r["methods"]["occlusion"]["mean_pearson_vs_occlusion"] == pytest.approx(1.0)
 
 

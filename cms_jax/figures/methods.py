@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cms_jax import baselines, viz
+from cms_jax.figures.paired import bootstrap_mean
 from cms_jax.figures import common, per_image, stats
 from cms_jax.pipeline import RunConfig
 from cms_jax.data.image_list import expand_images
@@ -96,7 +97,10 @@ def map_stats(m: np.ndarray, cis: np.ndarray, occlusion: np.ndarray, mask: np.nd
             "pearson_vs_occlusion": stats.pearson(m, occlusion, mask), "centre_share": centre_share(m)}
 
 
-def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) -> dict:
+_STATS = ("pearson_vs_cis", "spearman_vs_cis", "pearson_vs_occlusion", "centre_share")
+
+
+def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0, show: int = 0) -> dict:
     """Write fig02.png (a row per face: the face, then one overlay per method), fig02.json, fig02_maps.npz.
 
     Args:
@@ -104,6 +108,8 @@ def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) ->
       out_dir: output folder.
       faces: rows (the first faces of the sorted image list that align).
       workers: host processes for alignment.
+      show: rows drawn in fig02.png (0 = every face); the statistics cover every face, each mean
+        with its 95% bootstrap CI over the faces (``ci_<stat>``).
 
     Returns:
       The JSON dict.
@@ -119,6 +125,10 @@ def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) ->
     tiles, titles, rows = [], [], []
     names = fm.model.class_names
     for i, face in enumerate(found):
+        rows.append({"file": face.path, "class": names[int(extra["targets"][i])],
+                     "clean": float(extra["clean"][i])})
+        if show and i >= show:
+            continue
         rgb = per_image.face_rgb(face)
         tiles.append(rgb)
         titles.append(f"{common.short_name(face.path)}\n{names[int(extra['targets'][i])]} "
@@ -126,16 +136,13 @@ def figure(cfg: RunConfig, out_dir: str, *, faces: int = 4, workers: int = 0) ->
         for key, title in COLUMNS:
             tiles.append(viz.overlay(rgb, maps[key][i], extra["mask"][i] if key == "cis" else None))
             titles.append(title)
-        rows.append({"file": face.path, "class": names[int(extra["targets"][i])],
-                     "clean": float(extra["clean"][i])})
     methods = {}
     for key, title in COLUMNS:
         per = [map_stats(maps[key][i], maps["cis"][i], maps["occlusion"][i], extra["mask"][i])
                for i in range(len(found))]
         methods[key] = {"title": title, **times[key], "per_image": per,
-                        **{f"mean_{s}": float(np.mean([p[s] for p in per]))
-                           for s in ("pearson_vs_cis", "spearman_vs_cis", "pearson_vs_occlusion",
-                                     "centre_share")}}
+                        **{f"mean_{s}": float(np.mean([p[s] for p in per])) for s in _STATS},
+                        **{f"ci_{s}": bootstrap_mean(np.asarray([p[s] for p in per]))["ci"] for s in _STATS}}
     common.panels(tiles, titles, os.path.join(out_dir, "fig02.png"), cols=1 + len(COLUMNS),
                   suptitle=f"Fig. 2: saliency methods on {cfg.model} (red high)")
     np.savez_compressed(os.path.join(out_dir, "fig02_maps.npz"), files=np.asarray([f.path for f in found]),

@@ -131,7 +131,7 @@ def real_inputs(cfg: MetricsConfig, model_name: str, out_dir: str) -> Inputs:
     return Inputs(model, np.stack(crops), np.stack(maps).astype(np.float32), tg, files)
 
 
-def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str) -> tuple[dict, str]:
+def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str, label: str = "") -> tuple[dict, str]:
     """Compute, write and print one model's Fig. 9 table and grid into ``out_dir``.
 
     Returns:
@@ -147,7 +147,8 @@ def table_for(inputs: Inputs, cfg: MetricsConfig, out_dir: str) -> tuple[dict, s
     table["s_rule"] = (f"s = {cfg.s_frac} * H * W" if cfg.s_frac
                        else "s = mean over methods of the min-max-normalised map sums")
     table["uncertainty"] = uncertainty(per, draws=cfg.bootstrap)
-    md = (compare.markdown_table(table, title=f"{model.name}: Fig. 9 metrics") + "\n\n"
+    title = f"{model.name} ({label})" if label and label != model.name else model.name
+    md = (compare.markdown_table(table, title=f"{title}: Fig. 9 metrics") + "\n\n"
           + uncertainty_markdown(table["uncertainty"]))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fig09.json"), "w") as f:
@@ -243,7 +244,7 @@ def run(cfg: MetricsConfig, out_dir: str) -> list[dict]:
     tables, mds = [], []
     for i, name in enumerate(cfg.models):
         sub = os.path.join(out_dir, f"{i}_{folder_label(name)}")
-        table, md = table_for(real_inputs(cfg, name, sub), cfg, sub)
+        table, md = table_for(real_inputs(cfg, name, sub), cfg, sub, label=folder_label(name))
         tables.append(table)
         mds.append(md)
     with open(os.path.join(out_dir, "fig10.md"), "w") as f:
