@@ -125,7 +125,7 @@ class OcclusionEngine:
 
     def run(self, images: np.ndarray, vertices_xy: np.ndarray, *, valid: np.ndarray | None = None,
             targets: np.ndarray | None = None, patch_size: int = 0,
-            fill: float = 0.0) -> EngineResult:
+            fill: float | np.ndarray = 0.0) -> EngineResult:
         """Occlusion drops of every valid vertex of every image.
 
         Args:
@@ -139,7 +139,8 @@ class OcclusionEngine:
                 (drops (N, V, R), clean (N, R); zero rows are padding).
             patch_size: occlusion side in input pixels; 0: the engine's, and if
                 that is 0 too, 15 px at 224 scaled with H.
-            fill: value written into the occluded square.
+            fill: value written into the occluded square, or (N, H, W, C) fill images, one per image,
+                whose pixels the square takes (a blur fill, `occlusion.blurred`; dense forward only).
 
         Returns:
             An :class:`EngineResult`.
@@ -160,6 +161,12 @@ class OcclusionEngine:
             raise ValueError(f"vertices_xy has {int(bad.sum())} non-finite valid vertices; mark them "
                              f"invalid with `valid`")
         sz = occ.check_patch_size(patch_size or self.patch_size, h)
+        fills = None
+        if np.ndim(fill) != 0:
+            fills = np.asarray(fill, np.float32)
+            if fills.shape != images.shape:
+                raise ValueError(f"fill must be one value or fill images of the images' shape {images.shape}, "
+                                 f"got shape {fills.shape}")
         if self.mode == "cosine":
             tgt_in = self.embed(images) if targets is None else np.asarray(targets, np.float32)
             if tgt_in.ndim not in (2, 3) or tgt_in.shape[0] != n:
@@ -184,6 +191,7 @@ class OcclusionEngine:
                                                      shd.pad_to(tgt_in[g0:g0 + m], g, -1), sz)
             out_clean[g0:g0 + m] = np.asarray(c_phi)[:m]
             out_tgt[g0:g0 + m] = np.asarray(c_cls)[:m]
+            block_fill = fill if fills is None else self.strategy.fill_block(shd.pad_to(fills[g0:g0 + m], g))
             ii, vv = np.nonzero(ok[g0:g0 + m])
             boxes = np.concatenate([occ.square_bounds(xy[g0 + i], sz, (h, w)) for i in range(m)])
             boxes = boxes.reshape(m, v, 4)[ii, vv]
@@ -196,7 +204,7 @@ class OcclusionEngine:
             for p in plan:  # dispatch all batches, then fetch (async pipeline)
                 s, e = p.start, p.end
                 phi, _ = self.strategy.step(carry, shd.pad_to(ui[s:e], p.size), shd.pad_to(ub[s:e], p.size),
-                                           shd.pad_to(item_tgt[s:e], p.size), fill)
+                                           shd.pad_to(item_tgt[s:e], p.size), block_fill)
                 pending.append((s, e, phi))
             scored = np.zeros((len(ui),) + refs, np.float32)
             for s, e, phi in pending:

@@ -58,6 +58,13 @@ class Model:
     name: str
 
 
+def _occluded(slab, idx, box, fill):
+    """The copies ``slab[idx]`` with their squares set to ``fill``: a value, or (G, H, W, C) fill images."""
+    if jnp.ndim(fill) == 4:
+        return occ.occlude_batch_images(slab[idx], box, fill[idx])
+    return occ.occlude_batch(slab[idx], box, fill)
+
+
 class DenseForward:
     """Every occluded copy runs through the whole model (the paper's procedure, batched)."""
 
@@ -77,13 +84,17 @@ class DenseForward:
                                  out_shardings=(dat, dat), compiler_options=engine_options(mesh))
         else:  # cannot be traced: occlude on the device, run the model on the host (float32 input)
             self._params = model.params
-            self._occlude = jax.jit(lambda slab, idx, box, fill: occ.occlude_batch(slab[idx], box, fill))
+            self._occlude = jax.jit(lambda slab, idx, box, fill: _occluded(slab, idx, box, fill))
 
     def _step_impl(self, params, slab, idx, box, target, fill):
         """One device batch: gather, occlude (vmap), score -> (phi (B,), class (B,))."""
         self.trace_count += 1
-        x = occ.occlude_batch(slab[idx], box, fill)
+        x = _occluded(slab, idx, box, fill)
         return occ.phi(self.model.apply(params, x), self.model.mode, target)
+
+    def fill_block(self, fills: np.ndarray):
+        """A block's fill images (G, H, W, C), replicated like its slab (a blur fill)."""
+        return jax.device_put(np.asarray(fills).astype(self.dtype), shd.replicated(self.mesh))
 
     def num_outputs(self, image_shape) -> float:
         """K, the model's output width (inf when it cannot be traced)."""
@@ -103,8 +114,9 @@ class DenseForward:
         return slab, c_phi, c_cls
 
     def step(self, slab, idx, boxes, targets, fill):
-        """phi and class of one device batch of copies ``slab[idx] ⊙ B(boxes)``."""
-        fill = np.asarray(fill, self.dtype)
+        """phi and class of one device batch of copies ``slab[idx] ⊙ B(boxes)``; ``fill`` a value, or
+        the block's fill images from `fill_block` (each copy's square from its own image's)."""
+        fill = fill if np.ndim(fill) == 4 else np.asarray(fill, self.dtype)
         if self.model.jittable:
             return self._step(self._params, slab, idx, boxes, targets, fill)
         x = np.asarray(self._occlude(slab, idx, boxes, fill), np.float32)
@@ -180,6 +192,10 @@ class IncrementalForward:
         inc, clean, step, _ = self.plan(images.shape[1:], patch)
         stack, c_phi, c_cls = clean(self._params, images.astype(self.dtype), targets)
         return (inc, step, stack), c_phi, c_cls
+
+    def fill_block(self, fills: np.ndarray):
+        raise ValueError(f"forward='incremental' fills every square with one value; a fill image per copy "
+                         f"(--fill_blur) needs the dense forward (model {self.model.name!r}): drop --incremental")
 
     def step(self, carry, idx, boxes, targets, fill):
         """phi and class of one device batch of copies, from the block's clean stack."""

@@ -103,6 +103,39 @@ def occlude(image: jax.Array, box: jax.Array, fill: jax.Array | float = 0.0) -> 
 
 # One occluded copy per (image, box) pair, built inside whatever jit calls it.
 occlude_batch = jax.vmap(occlude, in_axes=(0, 0, None))
+# The same with each copy's own fill image (H, W, C): a blur fill, the image's own blurred pixels.
+occlude_batch_images = jax.vmap(occlude, in_axes=(0, 0, 0))
+
+
+def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Each image blurred by a Gaussian of ``sigma`` input pixels (reflected borders): a blur fill.
+
+    The occluder of Fong & Vedaldi's meaningful perturbations: the square keeps the image's own
+    colours and coarse shading but loses its detail, so the copy stays closer to the images the
+    model was trained on than a constant square does. The kernel spans ±3 sigma.
+
+    Args:
+        images: (N, H, W, C) model inputs.
+        sigma: standard deviation in pixels, > 0.
+
+    Returns:
+        float32 (N, H, W, C).
+    """
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"blurred: images must be (N, H, W, C), got shape {x.shape}")
+    if not sigma > 0:
+        raise ValueError(f"blur sigma must be > 0 pixels, got {sigma!r}")
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    for axis in (1, 2):
+        n = x.shape[axis]
+        pad = [(0, 0)] * 4
+        pad[axis] = (r, r)
+        xp = np.pad(x, pad, mode="reflect" if n > r else "edge")
+        x = sum(w * np.take(xp, np.arange(j, j + n), axis=axis) for j, w in enumerate(k))
+    return x.astype(np.float32)
 
 
 def score_mode(score: str, outputs_are_probs: bool = False, output: str = "classes") -> str:

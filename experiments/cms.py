@@ -48,6 +48,8 @@ _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Use the first N images (0 =
 _PATCH = flags.DEFINE_integer("patch_size", 0, "Occlusion side in input pixels (0 = 15 px at 224, scaled).")
 _SCORE = flags.DEFINE_enum("score", "prob", list(SCORES), "Confidence: softmax prob or raw logit.")
 _FILL = flags.DEFINE_float("fill", 0.0, "Value of occluded pixels in the normalised input.")
+_FILL_BLUR = flags.DEFINE_float("fill_blur", 0.0, "0: the constant --fill; > 0: each square takes its image's own "
+                                "pixels blurred by a Gaussian of this sigma (input pixels); dense forward.")
 _SUBDIV = flags.DEFINE_integer("subdivision", 0, "Mesh subdivision level (0: 468 vertices, 1: ~1.8k).")
 _VISIBILITY = flags.DEFINE_bool("visibility", True, "Leave out vertices on back-facing triangles.")
 _CANVAS = flags.DEFINE_integer("canvas", RunConfig.canvas, "Canonical canvas side in pixels (f scales with it).")
@@ -124,7 +126,7 @@ def _fail(message, verbosity):
 _HELP_GROUPS = (
     ("Basic", "model images out_dir max_images resume overwrite groups label_from target"),
     ("Group tests", "group_compare group_truth"),
-    ("Scoring", "score patch_size fill subdivision visibility canvas reduce reference incremental dtype approx_tau"
+    ("Scoring", "score patch_size fill fill_blur subdivision visibility canvas reduce reference incremental dtype approx_tau"
                 " onnx_backend max_skip_fraction max_failed_chunks"),
     ("Performance", "workers batch_size chunk_images checkpoint_every_s align_cache"),
     ("Multi-host", "num_processes process_id coordinator"),
@@ -206,7 +208,7 @@ def _main(argv):
         return _pair_audit()
     cfg = RunConfig(model="tiny" if _SMOKE.value else _MODEL.value, images=_IMAGES.value,
                     max_images=4 if _SMOKE.value else _MAX_IMAGES.value, patch_size=_PATCH.value,
-                    score=_SCORE.value, fill=_FILL.value, subdivision=_SUBDIV.value,
+                    score=_SCORE.value, fill=_FILL.value, fill_blur=_FILL_BLUR.value, subdivision=_SUBDIV.value,
                     visibility=_VISIBILITY.value, canvas=_CANVAS.value, reduce=_REDUCE.value,
                     batch_size=_BATCH.value, label_from=_LABELS.value, groups=_GROUPS.value,
                     target=_TARGET.value, reference=_REFERENCE.value, onnx_backend=_ONNX.value,

@@ -21,6 +21,7 @@ _IMAGES = flags.DEFINE_string("images", "", "Folder, glob, .txt list or comma-se
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 1000, "Use the first N images (0 = all).")
 _CANVAS = flags.DEFINE_integer("canvas", 256, "Canonical canvas side of every run.")
 _PATCHES = flags.DEFINE_list("patches", ["2", "8", "12"], "Patch sizes (input px) compared with the default.")
+_BLUR = flags.DEFINE_float("blur_sigma", 0.0, "Sigma (input px) of the blur-fill variant (0: 10 px at 224, scaled).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the split halves.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Host worker processes (decode + MediaPipe).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "out/sensitivity", "Output folder.")
@@ -32,7 +33,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     sensitivity.run(sensitivity.SensitivityConfig(
         model=_MODEL.value, images=_IMAGES.value, max_images=_MAX_IMAGES.value, canvas=_CANVAS.value,
-        patches=tuple(int(p) for p in _PATCHES.value), seed=_SEED.value, workers=_WORKERS.value,
+        patches=tuple(int(p) for p in _PATCHES.value), blur_sigma=_BLUR.value, seed=_SEED.value, workers=_WORKERS.value,
         smoke=_SMOKE.value), _OUT_DIR.value)
 
 

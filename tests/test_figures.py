@@ -394,3 +394,6 @@ def test_sensitivity_smoke_runs_every_variant_over_the_same_faces(tmp_path, shar
     black = [k for k in rows if k.startswith("fill black")]
     assert len(black) == 1 and load(tmp_path / "fill_black" / "summary.json")["config"]["fill"] == pytest.approx(
         float(black[0].split("(")[1].rstrip(")")), abs=1e-3)
+    blur = load(tmp_path / "fill_blur" / "summary.json")  # 10 px at 224 scaled to the tiny model's 32 px input
+    assert blur["config"]["fill_blur"] == pytest.approx(10 * 32 / 224) and blur["forward"] == "dense"
+    assert any(k.startswith("fill blur (sigma 1.43 px)") for k in rows)

@@ -9,7 +9,9 @@ fill 0 in the normalised input, softmax probability, Eq. 6's mean):
   baseline's is left out);
 * the mesh: subdivision level 1 (1,833 vertices);
 * the fill: black (the normalised value of a 0 pixel) instead of 0 in the normalised
-  input (mid-grey for a model whose inputs lie in [-1, 1]);
+  input (mid-grey for a model whose inputs lie in [-1, 1]), and a blur fill (each square
+  takes its image's own pixels blurred by a Gaussian, Fong & Vedaldi's perturbation, of
+  sigma 10 px at 224 scaled to the input unless given; `RunConfig.fill_blur`, dense forward);
 * the confidence: the raw logit (``--score=logit``) instead of the probability;
 * Eq. 6: 'covered' (each pixel's mean over the faces whose CIS reaches it), computed
   from the baseline's own drops (no rescoring).
@@ -38,6 +40,7 @@ class SensitivityConfig:
     max_images: int = 1000
     canvas: int = 256
     patches: tuple[int, ...] = (2, 8, 12)
+    blur_sigma: float = 0.0        # the blur fill's sigma in input pixels (0: 10 px at 224, scaled)
     seed: int = 0
     workers: int = 2
     smoke: bool = False
@@ -51,6 +54,8 @@ def variants(cfg: SensitivityConfig, model, base_patch: int) -> dict[str, dict]:
     out.update({f"patch {p} px": {"patch_size": p} for p in cfg.patches if p != base_patch})
     out["subdivision 1"] = {"subdivision": 1}
     out[f"fill black ({black:g})"] = {"fill": black}
+    sigma = cfg.blur_sigma or 10.0 * model.input_size[0] / 224
+    out[f"fill blur (sigma {sigma:.3g} px)"] = {"fill_blur": float(sigma)}
     out["logit"] = {"score": "logit"}
     return out
 

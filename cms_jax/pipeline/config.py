@@ -8,6 +8,7 @@ so a checkpoint may only be resumed by a run whose fingerprint matches.
 from __future__ import annotations
 
 import dataclasses
+import math
 import hashlib
 import json
 
@@ -30,6 +31,9 @@ class RunConfig:
       patch_size: occluding square side in model-input pixels (0 = 15 px at 224, scaled).
       score: 'prob' (softmax of the target class, the paper's text) or 'logit' (official code).
       fill: value written into the occluded square, in the model's normalised input.
+      fill_blur: 0 (the constant ``fill``) or a Gaussian sigma in input pixels: each square takes
+        the pixels of its own image blurred by it (`occlusion.blurred`, Fong & Vedaldi's blur
+        perturbation); needs the dense forward (``incremental='auto'`` picks it).
       subdivision: triangle subdivision level of the MediaPipe mesh (0 = 468 vertices).
       visibility: leave out vertices on triangles facing away from the camera.
       canvas: side of the square canonical canvas in pixels.
@@ -72,6 +76,7 @@ class RunConfig:
     patch_size: int = 0
     score: str = "prob"
     fill: float = 0.0
+    fill_blur: float = 0.0
     subdivision: int = 0
     visibility: bool = True
     canvas: int = 512
@@ -109,6 +114,9 @@ class RunConfig:
             raise ValueError(f"dtype must be {_either(DTYPES)}, got {self.dtype!r}")
         if self.onnx_backend not in ONNX_BACKENDS:
             raise ValueError(f"onnx_backend must be {_either(ONNX_BACKENDS)}, got {self.onnx_backend!r}")
+        if not (self.fill_blur >= 0.0 and math.isfinite(self.fill_blur)):
+            raise ValueError(f"fill_blur must be 0 (constant fill) or a blur sigma > 0 in input pixels, got "
+                             f"{self.fill_blur!r}")
         if not 0.0 < self.approx_tau <= 1.0:
             raise ValueError(f"approx_tau must be in (0, 1] (1 = exact), got {self.approx_tau!r}")
         if self.incremental not in (True, False, "auto"):
@@ -131,8 +139,13 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    # Fields added after runs were made, left out of the fingerprint at their default, so a run made
+    # before a field existed keeps its fingerprint (and is reused, resumed) under the same settings.
+    _ADDED_LATER = {"fill_blur": 0.0}
+
     def fingerprint_fields(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
+        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT
+                and not (k in self._ADDED_LATER and v == self._ADDED_LATER[k])}
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()

@@ -102,11 +102,17 @@ class DropsBackend:
             raise ValueError(f"--approx_tau={cfg.approx_tau} approximates incremental inference; "
                              f"--noincremental scores densely (always exact): drop one of them")
         self.model, self.score, self.fill, self.dtype = model, cfg.score, float(cfg.fill), cfg.dtype
+        self.fill_blur = float(getattr(cfg, "fill_blur", 0.0))
         self.requested_batch = cfg.batch_size  # 0: `default_batch_size` of the forward and devices
         self.patch = cfg.patch_size or default_patch_size(model.input_size[0])
         self.mesh = sharding.data_mesh(devices)
         self.approx_tau = float(cfg.approx_tau)
         self.forward, self.forward_note = ("incremental" if cfg.incremental else "dense"), ""
+        if self.fill_blur > 0 and cfg.incremental:
+            if cfg.incremental != "auto":
+                raise ValueError(f"--fill_blur={self.fill_blur:g} fills each square with its image's own blurred "
+                                 f"pixels, which the incremental forward does not take: drop --incremental")
+            self.forward, self.forward_note = "dense", "incremental unavailable: --fill_blur needs the dense forward"
         try:
             self.engine = self._engine(self.dtype)
         except ValueError as e:
@@ -133,7 +139,15 @@ class DropsBackend:
         ``patch_size`` 0 uses the run's ``patch``; targets as `OcclusionEngine.run`.
         """
         return self.engine.run(x, xy, valid=valid, targets=targets, patch_size=patch_size or self.patch,
-                               fill=self.fill)
+                               fill=self.fill_of(x))
+
+    def fill_of(self, x):
+        """What the squares of ``x``'s copies take: the constant ``fill``, or with ``fill_blur`` each
+        image blurred (`occlusion.blurred`)."""
+        if self.fill_blur > 0:
+            from cms_jax.occlusion import blurred
+            return blurred(x, self.fill_blur)
+        return self.fill
 
     def embed(self, x) -> np.ndarray:
         """The model's clean outputs (embeddings) of preprocessed inputs (`OcclusionEngine.embed`)."""
@@ -154,7 +168,7 @@ class DropsBackend:
             return
         self._fp32 = self._fp32 or self._engine("float32", 1.0)
         same = res.targets if self.engine.mode != "cosine" else targets  # the classes this run scored
-        ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.fill)
+        ref = self._fp32.run(x, xy, valid=res.valid, targets=same, patch_size=self.patch, fill=self.fill_of(x))
         valid = np.asarray(res.valid)
         if res.drops.ndim == 3:  # several references per image (pair audits): (N, V, R) drops
             valid = valid[..., None]
