@@ -62,3 +62,15 @@ def test_process_shares_are_contiguous_disjoint_and_cover(n, count):
     assert process_range(n) == (0, n)  # one JAX process here
     with pytest.raises(ValueError, match="outside"):
         process_range(n, count, count)
+
+
+def test_a_field_added_later_keeps_old_fingerprints_and_still_counts_when_set():
+    """fill_blur came after runs were made: at its default it is left out of the fingerprint (an older
+    run's summary, which lacks it, is still reused and resumed), set it changes the fingerprint and is
+    named among the differences from a checkpoint saved without it."""
+    old = {k: v for k, v in RunConfig(model="gender", images="x").to_dict().items() if k != "fill_blur"}
+    assert RunConfig(**old).fingerprint() == RunConfig(model="gender", images="x").fingerprint()
+    assert RunConfig(model="gender", images="x").differences(old) == []
+    blur = RunConfig(model="gender", images="x", fill_blur=2.0)
+    assert blur.fingerprint() != RunConfig(**old).fingerprint()
+    assert blur.differences(old) == ["fill_blur: 0.0 (checkpoint) -> 2.0 (now)"]

@@ -156,7 +156,7 @@ class RunConfig:
 
         A flag the checkpoint does not know (added since) counts as its default there.
         """
-        now = self.fingerprint_fields()
+        now = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
         defaults = RunConfig().to_dict()
         saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
         out = []
