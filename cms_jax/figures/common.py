@@ -113,7 +113,18 @@ def run_from(cfg: RunConfig, out_dir: str, cms_dir: str = "", workers: int = 2) 
 
 def config_of(run: Run, images: str, max_images: int = 0) -> RunConfig:
     """The run's own config (model, canvas, patch, ...) over other images: per-image maps that match its CMS."""
-    return dataclasses.replace(RunConfig(**run.summary["config"]), images=images, max_images=max_images)
+    return reused_config(run.summary["config"], images, max_images)
+
+
+def reused_config(saved: dict, images: str, max_images: int = 0, **changes) -> RunConfig:
+    """A saved run config (summary.json's) over other images, with ``changes`` (e.g. a ``label_from``).
+
+    The run's mesh, canvas and patch are kept; its group analysis (``groups``, ``group_truth``) is
+    dropped: a figure's per-image maps do not use it, and a run that tested groups on correctly
+    predicted faces (``group_truth``) would refuse a target rule such as Figs. 9-10's ``label_from``.
+    """
+    return RunConfig(**{**saved, "images": images, "max_images": max_images, "groups": "", "group_truth": "",
+                        **changes})
 
 
 def cms_tile(run: Run, cms: np.ndarray | None = None, vrange=None) -> np.ndarray:

@@ -70,19 +70,6 @@ def smoke_inputs() -> Inputs:
                   [f"synthetic_{i}" for i in range(6)])
 
 
-def reused_config(saved: dict, images: str, max_images: int, label_from: str):
-    """The CMS run's config (same mesh, canvas and patch) over these images and this target rule.
-
-    The run's group analysis (``groups``, ``group_truth``) is dropped: the metrics do not use it, and
-    a run that tested groups on correctly predicted faces (``group_truth``) would refuse the
-    ``label_from`` target the metrics need.
-    """
-    from cms_jax.pipeline import RunConfig
-
-    return RunConfig(**{**saved, "images": images, "max_images": max_images, "label_from": label_from,
-                        "groups": "", "group_truth": ""})
-
-
 def real_inputs(cfg: MetricsConfig, model_name: str, out_dir: str) -> Inputs:
     """Aligned crops of ``cfg.images``, their CMS heatmaps (see the module docstring), targets, files.
 
@@ -92,6 +79,7 @@ def real_inputs(cfg: MetricsConfig, model_name: str, out_dir: str) -> Inputs:
       SystemExit: no face could be used.
     """
     from cms_jax import models
+    from cms_jax.figures.common import reused_config
     from cms_jax.pipeline import RunConfig, default_images, run_job
     from cms_jax.data.image_list import expand_images
     from cms_jax.scoring.labels import LabelRule
@@ -109,7 +97,7 @@ def real_inputs(cfg: MetricsConfig, model_name: str, out_dir: str) -> Inputs:
     elif cfg.cms_dir:
         with open(os.path.join(cfg.cms_dir, "summary.json")) as f:
             saved = json.load(f)["config"]
-        run_cfg = reused_config(saved, run_cfg.images, run_cfg.max_images, run_cfg.label_from)
+        run_cfg = reused_config(saved, run_cfg.images, run_cfg.max_images, label_from=run_cfg.label_from)
     cms_dir = cfg.cms_dir or os.path.join(out_dir, "cms")
     if cms_npz is None and not cfg.cms_dir:
         run_job(run_cfg, cms_dir, workers=cfg.workers)
